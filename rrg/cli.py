@@ -1,0 +1,220 @@
+"""`rrg`: the command line of the radiology report generator.
+
+Each subcommand parses arguments, calls one library function and prints where its outputs went.
+Bad input ends with `error: <what is wrong>` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from model_core.config import ConfigError, REPO_ROOT, load_config, resolve_path
+from model_core.data import DataError
+
+log = logging.getLogger("rrg")
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+
+def _config(args):
+    return load_config(args.config, getattr(args, "set", None))
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- data
+
+def cmd_data_stats(args) -> int:
+    from model_core.data import dataset_stats, load_iu_xray, load_split
+
+    cfg = _config(args)
+    out = {}
+    for split in args.split:
+        if args.manifest:
+            ds = load_iu_xray(root=args.images_root or Path(args.manifest).parent, split=split,
+                              manifest=args.manifest, views=tuple(cfg.data.views))
+        else:
+            ds = load_split(cfg.data, split)
+        out[split] = dataset_stats(ds)
+    _print_json(out)
+    return 0
+
+
+def cmd_data_splits(args) -> int:
+    from model_core.data import EMBEDDED_ROOT, write_checksums, write_splits
+
+    splits = write_splits(EMBEDDED_ROOT / "manifest.csv", EMBEDDED_ROOT / "splits.csv")
+    n = write_checksums(EMBEDDED_ROOT)
+    print(f"wrote {EMBEDDED_ROOT / 'splits.csv'} ({splits['split'].value_counts().to_dict()}) "
+          f"and {EMBEDDED_ROOT / 'SHA256SUMS'} ({n} files)")
+    return 0
+
+
+# --------------------------------------------------------------------------- labels, EDA
+
+def cmd_label(args) -> int:
+    from model_core.labels import write_label_table
+
+    write_label_table(args.manifest, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_eda(args) -> int:
+    from model_core.eda import run_eda
+
+    cfg = _config(args)
+    paths = run_eda(root=resolve_path(cfg.data.root), out_dir=args.out, split=args.split)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- baseline
+
+def cmd_baseline_train(args) -> int:
+    from model_core.baseline import train_baseline
+
+    cfg = _config(args)
+    model_dir = train_baseline(cfg, args.out)
+    print(f"baseline model: {model_dir}")
+    return 0
+
+
+def cmd_baseline_evaluate(args) -> int:
+    from model_core.baseline import evaluate_baseline
+
+    cfg = _config(args)
+    model_dir = Path(args.model)
+    if not (model_dir / "baseline.pt").is_file():
+        raise DataError(f"no trained baseline in {model_dir}; run `rrg baseline train --out {model_dir}` first")
+    metrics = evaluate_baseline(model_dir, manifest=args.manifest, images_root=args.images_root,
+                                out_dir=args.out, split=args.split, eval_cfg=cfg.eval)
+    _print_json({k: metrics[k] for k in ("n_studies", "bleu4", "rouge_l", "ce_micro_f1", "ce_macro_f1") if k in metrics})
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main job
+
+def cmd_run(args) -> int:
+    """The main job (until the pipeline exists): stats, labeler agreement, EDA, template baseline."""
+    from model_core.baseline import evaluate_baseline, train_baseline
+    from model_core.data import EMBEDDED_ROOT, atomic_write_text, dataset_stats, load_split
+    from model_core.eda import run_eda
+    from model_core.labels import labeler_agreement
+
+    cfg = _config(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings, started = {}, time.perf_counter()
+
+    def step(name, fn):
+        t0 = time.perf_counter()
+        log.info("step %s …", name)
+        result = fn()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        return result
+
+    stats = step("data_stats", lambda: {s: dataset_stats(load_split(cfg.data, s)) for s in ("train", "val", "test")})
+    atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
+    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else resolve_path(cfg.data.root) / "manifest.csv"
+    agreement = step("labeler_agreement", lambda: labeler_agreement(manifest))
+    atomic_write_text(out / "labeler_agreement.json", json.dumps(agreement, indent=2))
+    eda_paths = step("eda", lambda: run_eda(root=resolve_path(cfg.data.root), out_dir=out / "eda", split="all"))
+    model_dir = step("baseline_train", lambda: train_baseline(cfg, out / "baseline" / "model"))
+    metrics = step("baseline_evaluate", lambda: evaluate_baseline(
+        model_dir, manifest=manifest, images_root=resolve_path(cfg.data.root), out_dir=out / "baseline" / "eval",
+        split="test", eval_cfg=cfg.eval))
+
+    print("\n== main job finished in %.0f s (config %s)" % (time.perf_counter() - started, args.config))
+    for split, s in stats.items():
+        print(f"  {split:5s}: {s['studies']} studies, {s['images']} images, {s['mean_report_words']:.1f} words/report")
+    print(f"  labeler vs MeSH: micro-F1 {agreement['micro']['f1']:.3f}, macro-F1 {agreement['macro']['f1']:.3f}")
+    for key in ("bleu4", "rouge_l", "ce_micro_f1", "ce_macro_f1"):
+        value = metrics[key]
+        ci = metrics.get(f"{key}_ci")
+        print(f"  baseline {key:12s} {value:.4f}" + (f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    print(f"  step times (s): {timings}")
+    print(f"  outputs: {out.resolve()}  (data_stats.json, labeler_agreement.json, eda/, baseline/)")
+    for name, path in eda_paths.items():
+        print(f"    eda {name}: {path}")
+    print(f"    baseline metrics: {out / 'baseline' / 'eval' / 'metrics.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rrg", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/demo.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. baseline.epochs=2")
+        return p
+
+    run = with_config(sub.add_parser("run", help="the main job on the embedded data"))
+    run.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "demo")
+    run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    stats = with_config(data.add_parser("stats", help="studies, images, label distribution, report length"))
+    stats.add_argument("--split", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test", "all"])
+    stats.add_argument("--manifest", type=Path, help="an IU-format manifest (default: the config's dataset)")
+    stats.add_argument("--images-root", type=Path, help="root of the manifest's image paths (default: its folder)")
+    stats.set_defaults(func=cmd_data_stats)
+    splits = data.add_parser("splits", help="rewrite the embedded splits.csv and SHA256SUMS")
+    splits.set_defaults(func=cmd_data_splits)
+
+    label = sub.add_parser("label", help="MeSH-derived and report-labeler CheXpert labels per study")
+    label.add_argument("--manifest", type=Path, required=True)
+    label.add_argument("--out", type=Path, required=True)
+    label.set_defaults(func=cmd_label)
+
+    eda = with_config(sub.add_parser("eda", help="exploratory figures (PNG)"))
+    eda.add_argument("--out", type=Path, required=True)
+    eda.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
+    eda.set_defaults(func=cmd_eda)
+
+    baseline = sub.add_parser("baseline", help="template baseline").add_subparsers(dest="baseline_command", required=True)
+    b_train = with_config(baseline.add_parser("train", help="train the classifier on the train split"))
+    b_train.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "baseline" / "model")
+    b_train.set_defaults(func=cmd_baseline_train)
+    b_eval = with_config(baseline.add_parser("evaluate", help="evaluate on any IU-format manifest"))
+    b_eval.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "baseline" / "model")
+    b_eval.add_argument("--manifest", type=Path, required=True)
+    b_eval.add_argument("--images-root", type=Path, required=True)
+    b_eval.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
+                        help="rows of the manifest to evaluate (default: all)")
+    b_eval.add_argument("--out", type=Path, required=True)
+    b_eval.set_defaults(func=cmd_baseline_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
