@@ -71,7 +71,8 @@ def cmd_eda(args) -> int:
     from model_core.eda import run_eda
 
     cfg = _config(args)
-    paths = run_eda(root=resolve_path(cfg.data.root), out_dir=args.out, split=args.split)
+    paths = run_eda(args.out, root=resolve_path(cfg.data.root), split=args.split,
+                    manifest=resolve_path(cfg.data.manifest) if cfg.data.manifest else None)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -128,7 +129,8 @@ def cmd_run(args) -> int:
     manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else resolve_path(cfg.data.root) / "manifest.csv"
     agreement = step("labeler_agreement", lambda: labeler_agreement(manifest))
     atomic_write_text(out / "labeler_agreement.json", json.dumps(agreement, indent=2))
-    eda_paths = step("eda", lambda: run_eda(root=resolve_path(cfg.data.root), out_dir=out / "eda", split="all"))
+    eda_paths = step("eda", lambda: run_eda(out / "eda", root=resolve_path(cfg.data.root), split="all",
+                                            manifest=manifest))
     model_dir = step("baseline_train", lambda: train_baseline(cfg, out / "baseline" / "model"))
     metrics = step("baseline_evaluate", lambda: evaluate_baseline(
         model_dir, manifest=manifest, images_root=resolve_path(cfg.data.root), out_dir=out / "baseline" / "eval",
