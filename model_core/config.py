@@ -50,11 +50,114 @@ class EvalConfig:
 
 
 @dataclass
+class VisionConfig:
+    pretrained: str | None = None      # a Hugging Face ViT/DINOv2 checkpoint directory; None = build from the fields below
+    image_size: int = 128
+    patch_size: int = 16
+    hidden_size: int = 128             # d_v
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 256
+    num_channels: int = 1              # pretrained RGB backbones take 3: grayscale is repeated
+    pool_tokens: int | None = None     # average-pool the patch grid to this many tokens per image (None = all)
+
+
+@dataclass
+class TextConfig:
+    pretrained: str | None = None      # a Hugging Face causal-LM checkpoint directory (BioGPT, LLaMA-class)
+    architecture: str = "gpt2"         # gpt2 | llama: the family built from config when not pretrained
+    hidden_size: int = 256             # d_l
+    num_layers: int = 3
+    num_heads: int = 4
+    max_positions: int = 320
+    vocab_size: int = 2000             # for the BPE tokenizer trained on the reports (from-scratch LM only)
+    dropout: float = 0.1
+    intermediate_size: int | None = None   # MLP width (default 4 × hidden for gpt2; required for llama)
+
+
+@dataclass
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    projector_hidden: int = 512        # d_h
+    projector_out: int | None = None   # d_l; None = the LM's hidden size
+    report_weight: float = 1.0
+    detect_weight: float = 0.5
+    projector_l2: float = 1e-4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        return _build(cls, raw, "model.")
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 1
+    lr: float = 1e-3
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False              # LoRA adapters on the LM in stage 2 (7B-class LMs with ZeRO-3)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "auto"            # auto | fp32 | bf16 | fp16  (auto: bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU)
+    deepspeed: str | None = "configs/deepspeed/zero2.json"   # None = plain PyTorch
+    cache_features: bool = True        # compute frozen-encoder features once for stages 1-2
+    max_report_tokens: int = 96
+    uncertain_policy: str = "ones"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # Stage 0 trains what has no pretrained weights: the encoder (+ detection head) on the 14 labels,
+    # and a from-scratch LM on the training reports. Skipped for parts loaded with from_pretrained.
+    stage0_encoder: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=1e-3))
+    stage0_lm: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=1e-3))
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr=1e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=2e-5))
+
+
+@dataclass
+class GenerationConfig:
+    num_beams: int = 4
+    max_new_tokens: int = 96
+    no_repeat_ngram_size: int = 3
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+
+
+@dataclass
+class GateConfig:
+    critical_sensitivity_target: float = 0.98   # operating point chosen on validation; gate: > this on test
+    hallucination_rate_max: float = 0.03
+    specificity_floor: float = 0.60
+    gate_on_ci_lower_bound: bool = True         # gate on the conservative end of each 95 % CI
+    min_positives: int = 10                      # fewer test positives for a critical finding → fail closed
+
+
+@dataclass
 class Config:
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,6 +196,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[leaf] = yaml.safe_load(value)
     return _build(Config, raw, "")
+
+
+def build_section(cls, raw: dict, prefix: str = ""):
+    """A config dataclass from a (possibly partial) dict, with the same checks as `load_config`."""
+    return _build(cls, raw, prefix)
 
 
 def _build(cls, raw: dict, prefix: str):

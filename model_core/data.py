@@ -387,3 +387,30 @@ def load_split(data_cfg, split: str) -> dict:
         manifest=resolve_path(data_cfg.manifest) if data_cfg.manifest else None,
         limit_studies=data_cfg.limit_studies,
     )
+
+
+def load_images(paths: list[str], size: int, desc: str = "images") -> torch.Tensor:
+    """Decode images once through `load_image` → (N, 1, size, size) float32 in [0, 1] (progress bar on a TTY)."""
+    from tqdm.auto import tqdm
+
+    if not paths:
+        raise DataError("no images to load")
+    return torch.stack([load_image(p, size) for p in tqdm(paths, desc=f"decode {desc}", leave=False, unit="img",
+                                                          disable=None)])
+
+
+def group_studies(dataset: dict) -> list[dict]:
+    """Group a loaded dataset by study: its frontal images, or its lateral ones when it has no frontal.
+
+    Returns one dict per study in first-appearance order: study_id, rows (indices into the dataset),
+    view_fallback (bool: lateral images stand in), report (reference text), labels (14,), metadata (first row's).
+    """
+    studies: dict[str, dict] = {}
+    for i, meta in enumerate(dataset["metadata"]):
+        entry = studies.setdefault(meta["study_id"], {"frontal": [], "lateral": [], "first": i})
+        entry["frontal" if meta["view"] in ("Frontal", "PA", "AP") else "lateral"].append(i)
+    return [{
+        "study_id": study_id, "rows": entry["frontal"] or entry["lateral"], "view_fallback": not entry["frontal"],
+        "report": dataset["reports"][entry["first"]], "labels": dataset["labels"][entry["first"]].numpy(),
+        "metadata": dataset["metadata"][entry["first"]],
+    } for study_id, entry in studies.items()]

@@ -97,20 +97,64 @@ def cmd_baseline_evaluate(args) -> int:
     if not (model_dir / "baseline.pt").is_file():
         raise DataError(f"no trained baseline in {model_dir}; run `rrg baseline train --out {model_dir}` first")
     metrics = evaluate_baseline(model_dir, manifest=args.manifest, images_root=args.images_root,
-                                out_dir=args.out, split=args.split, eval_cfg=cfg.eval)
-    _print_json({k: metrics[k] for k in ("n_studies", "bleu4", "rouge_l", "ce_micro_f1", "ce_macro_f1") if k in metrics})
+                                out_dir=args.out, split=args.split, n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed,
+                                section=cfg.eval.section)
+    _print_json({"n_studies": metrics["n_studies"], **metrics["summary"]})
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- report model
+
+def cmd_train(args) -> int:
+    from model_core.training import train_report_model
+
+    cfg = _config(args)
+    model_dir = train_report_model(cfg, args.out, resume=args.resume)
+    print(f"model directory: {model_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from model_core.evaluation import evaluate_model_dir
+
+    cfg = _config(args)
+    baseline = json.loads(Path(args.baseline_metrics).read_text()) if args.baseline_metrics else None
+    metrics = evaluate_model_dir(args.model, args.manifest, args.images_root, args.out, split=args.split,
+                                 eval_cfg=cfg.eval, baseline_metrics=baseline)
+    _print_json({"n_studies": metrics["n_studies"], **metrics["summary"]})
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from model_core.data import load_image
+    from model_core.evaluation import load_model_dir
+    from model_core.config import build_section, GenerationConfig
+    from model_core.generation import generate_report
+
+    model, detection, saved = load_model_dir(args.model)
+    images = torch.stack([load_image(p, model.image_size) for p in args.image])  # (K, 1, H, W)
+    context = {"age": args.age, "sex": args.sex, "indication": args.indication or ""}
+    gen = build_section(GenerationConfig, saved.get("generation", {}), "generation.")
+    report = generate_report(model, images, context, gen, detection.get("thresholds"),
+                             float(detection.get("temperature", 1.0)), question=args.question)
+    _print_json(report.to_dict())
     return 0
 
 
 # --------------------------------------------------------------------------- main job
 
 def cmd_run(args) -> int:
-    """The main job (until the pipeline exists): stats, labeler agreement, EDA, template baseline."""
+    """The main job (until the pipeline exists): stats, labeler agreement, EDA, baseline, report model."""
     from model_core.baseline import evaluate_baseline, train_baseline
-    from model_core.data import EMBEDDED_ROOT, atomic_write_text, dataset_stats, load_split
+    from model_core.data import atomic_write_text, dataset_stats, load_split
     from model_core.eda import run_eda
+    from model_core.evaluation import evaluate_model_dir
     from model_core.labels import labeler_agreement
+    from model_core.training import train_report_model
 
     cfg = _config(args)
     out = Path(args.out)
@@ -124,32 +168,58 @@ def cmd_run(args) -> int:
         timings[name] = round(time.perf_counter() - t0, 1)
         return result
 
+    root = resolve_path(cfg.data.root)
+    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
     stats = step("data_stats", lambda: {s: dataset_stats(load_split(cfg.data, s)) for s in ("train", "val", "test")})
     atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
-    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else resolve_path(cfg.data.root) / "manifest.csv"
     agreement = step("labeler_agreement", lambda: labeler_agreement(manifest))
-    atomic_write_text(out / "labeler_agreement.json", json.dumps(agreement, indent=2))
-    eda_paths = step("eda", lambda: run_eda(out / "eda", root=resolve_path(cfg.data.root), split="all",
-                                            manifest=manifest))
-    model_dir = step("baseline_train", lambda: train_baseline(cfg, out / "baseline" / "model"))
-    metrics = step("baseline_evaluate", lambda: evaluate_baseline(
-        model_dir, manifest=manifest, images_root=resolve_path(cfg.data.root), out_dir=out / "baseline" / "eval",
-        split="test", eval_cfg=cfg.eval))
+    atomic_write_text(out / "labeler_agreement.json", json.dumps(agreement, indent=2, default=_json_safe))
+    eda_paths = step("eda", lambda: run_eda(out / "eda", root=root, split="all", manifest=cfg.data.manifest and manifest))
+    baseline_dir = step("baseline_train", lambda: train_baseline(cfg, out / "baseline" / "model"))
+    baseline = step("baseline_evaluate", lambda: evaluate_baseline(
+        baseline_dir, manifest=manifest, images_root=root, out_dir=out / "baseline" / "eval", split="test",
+        n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed, section=cfg.eval.section,
+        limit_studies=cfg.data.limit_studies))
+    model_dir = step("model_train", lambda: train_report_model(cfg, out / "model"))
+    model = step("model_evaluate", lambda: evaluate_model_dir(
+        model_dir, manifest, root, out / "eval", split="test", eval_cfg=cfg.eval, baseline_metrics=baseline,
+        limit_studies=cfg.data.limit_studies))
 
     print("\n== main job finished in %.0f s (config %s)" % (time.perf_counter() - started, args.config))
-    for split, s in stats.items():
-        print(f"  {split:5s}: {s['studies']} studies, {s['images']} images, {s['mean_report_words']:.1f} words/report")
+    for split, st in stats.items():
+        print(f"  {split:5s}: {st['studies']} studies, {st['images']} images, {st['mean_report_words']:.1f} words/report")
     print(f"  labeler vs MeSH: micro-F1 {agreement['micro']['f1']:.3f}, macro-F1 {agreement['macro']['f1']:.3f}")
-    for key in ("bleu4", "rouge_l", "ce_micro_f1", "ce_macro_f1"):
-        value = metrics[key]
-        ci = metrics.get(f"{key}_ci")
-        print(f"  baseline {key:12s} {value:.4f}" + (f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    print(f"  test split: {model['n_studies']} studies    model vs template baseline (95% bootstrap CI)")
+    for key in ("BLEU-4", "ROUGE-L", "CE micro F1", "CE macro F1"):
+        print(f"    {key:12s} model {_ci(model['summary'][key])}   baseline {_ci(baseline['summary'][key])}")
+    hall = model["hallucination"]["vs_ground_truth"]["rate"]
+    print(f"    hallucination rate (critical findings unsupported by truth): {_ci(hall)}")
+    for label, det in model["critical_findings"].items():
+        sens = "n/a" if det["sensitivity"] is None else f"{det['sensitivity']:.2f}"
+        print(f"    {label:16s} sensitivity {sens} ({det['positives']} positives), specificity {det['specificity']:.2f}")
+    lat = model.get("latency", {})
+    if lat:
+        print(f"    latency beam {lat['num_beams']}: batch 1 p50 {lat['batch_1']['p50_ms']:.0f} ms, "
+              f"batch 8 p50 {lat['batch_8_per_report']['p50_ms']:.0f} ms/report")
     print(f"  step times (s): {timings}")
-    print(f"  outputs: {out.resolve()}  (data_stats.json, labeler_agreement.json, eda/, baseline/)")
-    for name, path in eda_paths.items():
-        print(f"    eda {name}: {path}")
-    print(f"    baseline metrics: {out / 'baseline' / 'eval' / 'metrics.json'}")
+    print(f"  outputs under {out.resolve()}:")
+    print(f"    data_stats.json, labeler_agreement.json, eda/ ({', '.join(p.name for p in eda_paths.values())})")
+    print(f"    baseline/eval/metrics.json, model/ (model directory), eval/metrics.json, eval/predictions.jsonl")
     return 0
+
+
+def _ci(entry) -> str:
+    if isinstance(entry, dict):
+        if entry.get("value") is None:
+            return "n/a"
+        if entry.get("ci_low") is None:
+            return f"{entry['value']:.4f}"
+        return f"{entry['value']:.4f} [{entry['ci_low']:.4f}, {entry['ci_high']:.4f}]"
+    return "n/a" if entry is None else f"{entry:.4f}"
+
+
+def _json_safe(obj):
+    return str(obj)
 
 
 # --------------------------------------------------------------------------- parser
@@ -199,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rows of the manifest to evaluate (default: all)")
     b_eval.add_argument("--out", type=Path, required=True)
     b_eval.set_defaults(func=cmd_baseline_evaluate)
+
+    train = with_config(sub.add_parser("train", help="train the report generator (stage 0/1/2)"))
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = with_config(sub.add_parser("evaluate", help="evaluate a model directory on an IU-format manifest"))
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--manifest", type=Path, required=True)
+    evaluate.add_argument("--images-root", type=Path, required=True)
+    evaluate.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
+    evaluate.add_argument("--baseline-metrics", type=Path, help="baseline metrics.json shown side by side")
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    generate = sub.add_parser("generate", help="write the structured report of one study (JSON)")
+    generate.add_argument("--model", type=Path, required=True)
+    generate.add_argument("--image", action="append", required=True, help="image file; repeat for a second view")
+    generate.add_argument("--indication", default=None)
+    generate.add_argument("--age", type=int, default=None)
+    generate.add_argument("--sex", choices=["M", "F"], default=None)
+    generate.add_argument("--question", default=None, help="free-text question instead of the report instruction")
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -1,0 +1,82 @@
+"""Detection-head calibration and operating points, fitted on the validation split.
+
+- Temperature scaling: one scalar T for all 14 logits, fitted by minimising BCE on validation logits;
+  kept only if it lowers the validation ECE (otherwise T = 1).
+- Expected calibration error: 15 equal-width bins over all (study, label) probabilities.
+- Thresholds: critical findings get the highest threshold that reaches the target sensitivity (0.98) on
+  validation; other labels the threshold that maximises F1. A label without validation positives keeps 0.5
+  and is listed as such (it cannot be tuned, and the gate will fail closed on it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
+    """ECE over all entries of (N, 14) probabilities vs 0/1 targets (equal-width bins)."""
+    p, y = np.asarray(probs, dtype=np.float64).ravel(), np.asarray(targets, dtype=np.float64).ravel()
+    if p.size == 0:
+        raise ValueError("no probabilities to calibrate")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> dict:
+    """Fit T > 0 on validation logits (N, 14); returns {temperature, ece_before, ece_after, applied}."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp())
+    before = expected_calibration_error(torch.sigmoid(z).numpy(), y.numpy())
+    after = expected_calibration_error(torch.sigmoid(z / t).numpy(), y.numpy())
+    applied = after < before
+    return {"temperature": t if applied else 1.0, "fitted_temperature": t, "ece_before": before,
+            "ece_after": after, "applied": applied}
+
+
+def choose_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitivity: float = 0.98) -> dict:
+    """Per-label thresholds from validation probabilities (N, 14) and 0/1 targets (N, 14).
+
+    Returns {"thresholds": {label: t}, "rule": {label: how it was chosen}}.
+    """
+    from model_core.metrics import threshold_for_sensitivity
+
+    thresholds, rule = {}, {}
+    for k, label in enumerate(CHEXPERT_LABELS):
+        y, p = targets[:, k].astype(int), probs[:, k]
+        if y.sum() == 0:
+            thresholds[label], rule[label] = 0.5, "default 0.5: no validation positives"
+            continue
+        if label in CRITICAL_FINDINGS:
+            chosen = threshold_for_sensitivity(y, p, target=target_sensitivity)
+            thresholds[label] = chosen["threshold"]
+            rule[label] = f"highest threshold with validation sensitivity >= {target_sensitivity} ({int(y.sum())} positives)"
+            continue
+        best_t, best_f1 = 0.5, -1.0
+        for t in np.unique(p):
+            pred = p >= t
+            tp = float((pred & (y == 1)).sum())
+            f1 = 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0
+            if f1 > best_f1:
+                best_t, best_f1 = float(t), f1
+        thresholds[label], rule[label] = best_t, f"max validation F1 ({best_f1:.3f})"
+    return {"thresholds": thresholds, "rule": rule}

@@ -1,0 +1,314 @@
+"""Evaluation of the report generator (seed §3.6) on any IU-format test set.
+
+Per study (frontal images; lateral ones stand in when a study has no frontal image):
+- NLG: BLEU-1..4 and ROUGE-L (`model_core.metrics`, R2Gen conventions, findings section).
+- Clinical efficacy: labeler on the generated text vs the MeSH-derived truth, micro/macro and per finding.
+- Critical-finding detection (pneumothorax, fracture, lung lesion = mass, pleural effusion): sensitivity and
+  specificity of the detection head at the validation-chosen thresholds (Wilson 95 % CI, plus bootstrap).
+- Hallucination: a critical finding asserted (positive) in the generated text that is not supported
+  (a) by the ground truth (the gated figure) and (b) by the detection head (the online QA signal).
+  Rate = share of generated reports with at least one unsupported critical assertion; the per-assertion
+  share is reported too.
+- Detection-head calibration (ECE before/after temperature), generation latency (beam 4, batch 1 and 8).
+- RadGraph F1 only when the `radgraph` package and its model are installed locally.
+Every rate carries a 95 % bootstrap CI (studies resampled, `model_core.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_core.calibration import expected_calibration_error
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, binarize
+from model_core.config import EvalConfig, GenerationConfig
+from model_core.data import atomic_write_text, group_studies, load_images
+from model_core.generation import generate_texts, structure_report
+from model_core.model import RadiologyMultimodalModel
+
+log = logging.getLogger(__name__)
+
+
+def load_detection(model_dir: str | Path) -> dict:
+    """Temperature and thresholds saved beside the model (defaults: T=1, 0.5)."""
+    path = Path(model_dir) / "detection.json"
+    if not path.is_file():
+        return {"temperature": 1.0, "thresholds": {label: 0.5 for label in CHEXPERT_LABELS}}
+    return json.loads(path.read_text())
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    arr = np.asarray(samples_ms)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": int(arr.size)}
+
+
+@torch.no_grad()
+def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: GenerationConfig, batch_size: int = 8,
+                    max_views: int = 1) -> dict:
+    """Generate one report per study. Returns study table, texts, label logits (S, 14), per-batch seconds."""
+    from tqdm.auto import tqdm
+
+    studies = group_studies(dataset)
+    pixels = load_images(dataset["images"], model.image_size, "evaluation")
+    texts, logits, batch_seconds = [], [], []
+    for start in tqdm(range(0, len(studies), batch_size), desc="generate", leave=False, disable=None):
+        chunk = studies[start:start + batch_size]
+        images = torch.stack([pixels[s["rows"][:max_views]] for s in chunk])  # (B, K, 1, H, W)
+        t0 = time.perf_counter()
+        out_texts, out_logits = generate_texts(model, images, [s["metadata"] for s in chunk], gen)
+        batch_seconds.append((time.perf_counter() - t0, len(chunk)))
+        texts += out_texts
+        logits.append(out_logits)
+    return {"studies": studies, "texts": texts, "logits": torch.cat(logits).numpy(), "batch_seconds": batch_seconds,
+            "pixels": pixels}
+
+
+@torch.no_grad()
+def measure_latency(model: RadiologyMultimodalModel, pixels: torch.Tensor, gen: GenerationConfig,
+                    n_single: int = 20, n_batches: int = 3) -> dict:
+    """Wall time per report: batch 1 (n_single reports) and batch 8 (n_batches batches; per-report = batch/8)."""
+    single = []
+    for i in range(min(n_single, len(pixels))):
+        t0 = time.perf_counter()
+        generate_texts(model, pixels[i:i + 1].unsqueeze(1), None, gen)
+        single.append(1000 * (time.perf_counter() - t0))
+    batched = []
+    for b in range(n_batches):
+        chunk = pixels[(b * 8) % max(len(pixels) - 8, 1):][:8]
+        t0 = time.perf_counter()
+        generate_texts(model, chunk.unsqueeze(1), None, gen)
+        batched.append(1000 * (time.perf_counter() - t0) / len(chunk))
+    return {"num_beams": gen.num_beams, "threads": torch.get_num_threads(),
+            "batch_1": _percentiles(single), "batch_8_per_report": _percentiles(batched)}
+
+
+def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n_boot: int, seed: int) -> dict:
+    """Sensitivity/specificity per critical finding at its threshold, Wilson and bootstrap 95 % CIs."""
+    from model_core.metrics import bootstrap_ci, sensitivity_specificity
+
+    out = {}
+    for label in CRITICAL_FINDINGS:
+        k = LABEL_INDEX[label]
+        y, p, t = truth[:, k].astype(int), probs[:, k], float(thresholds.get(label, 0.5))
+        stats = sensitivity_specificity(y, p, t)
+        stats["positives"], stats["negatives"] = int(y.sum()), int((1 - y).sum())
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        if len(pos):
+            stats["sensitivity_bootstrap"] = bootstrap_ci(lambda i: float((p[pos][i] >= t).mean()), len(pos), n_boot, seed)
+        if len(neg):
+            stats["specificity_bootstrap"] = bootstrap_ci(lambda i: float((p[neg][i] < t).mean()), len(neg), n_boot, seed)
+        # Radiologist-review rate implied by this operating point: share of studies flagged for this finding.
+        stats["flag_rate"] = float((p >= t).mean())
+        out[label] = stats
+    return out
+
+
+def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Critical findings asserted positive in the text (S, 14) but absent from `support` (S, 14, 0/1)."""
+    from model_core.metrics import bootstrap_ci
+
+    idx = [LABEL_INDEX[c] for c in CRITICAL_FINDINGS]
+    asserted = text_labels[:, idx] == 1
+    unsupported = asserted & (support[:, idx] == 0)
+    per_report = unsupported.any(axis=1).astype(float)
+    n_assert = int(asserted.sum())
+    return {
+        "rate": bootstrap_ci(lambda i: float(per_report[i].mean()), len(per_report), n_boot, seed),
+        "reports_with_unsupported_critical": int(per_report.sum()),
+        "reports": int(len(per_report)),
+        "critical_assertions": n_assert,
+        "unsupported_assertions": int(unsupported.sum()),
+        "per_assertion_rate": float(unsupported.sum() / n_assert) if n_assert else 0.0,
+        "by_finding": {c: int(unsupported[:, j].sum()) for j, c in enumerate(CRITICAL_FINDINGS)},
+    }
+
+
+def radgraph_f1(references: list[str], hypotheses: list[str]) -> dict | str:
+    try:
+        from radgraph import F1RadGraph  # noqa: F401 — optional, needs its model files locally
+    except ImportError:
+        return "not computed: the radgraph package is not installed (its model cannot be downloaded here)"
+    try:
+        scorer = F1RadGraph(reward_level="partial")
+        score, *_ = scorer(refs=references, hyps=hypotheses)
+        return {"partial_f1": float(score)}
+    except Exception as exc:  # noqa: BLE001 — a missing local model must not fail the evaluation
+        return f"not computed: radgraph could not load its model locally ({type(exc).__name__})"
+
+
+def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detection: dict | None = None,
+                   gen: GenerationConfig | None = None, eval_cfg: EvalConfig | None = None,
+                   out_dir: str | Path | None = None, baseline_metrics: dict | None = None,
+                   latency: bool = True) -> dict:
+    """Score the model on a loaded test set; with out_dir, write metrics.json, predictions.jsonl and plots."""
+    from model_core.labels import label_reports
+    from model_core.metrics import report_generation_metrics
+
+    gen, eval_cfg = gen or GenerationConfig(), eval_cfg or EvalConfig()
+    detection = detection or {"temperature": 1.0, "thresholds": {}}
+    started = time.perf_counter()
+    pred = predict_studies(model, test_dataset, gen)
+    studies, texts = pred["studies"], pred["texts"]
+    temperature = float(detection.get("temperature", 1.0))
+    probs = 1 / (1 + np.exp(-pred["logits"] / temperature))
+    raw_probs = 1 / (1 + np.exp(-pred["logits"]))
+    truth = binarize(np.stack([s["labels"] for s in studies]))
+    references = [s["report"] for s in studies]
+    text_labels = label_reports(texts)
+    reference_text_labels = label_reports(references)
+    nb, seed = eval_cfg.n_bootstrap, eval_cfg.seed
+
+    metrics = report_generation_metrics(references, texts, truth, text_labels, n_boot=nb, seed=seed,
+                                        section=eval_cfg.section)
+    metrics["ce_protocol"] = "labeler(generated full report) vs MeSH-derived labels; U-Ones"
+    vs_ref = report_generation_metrics(references, texts, reference_text_labels, text_labels, n_boot=nb, seed=seed,
+                                       section=eval_cfg.section)["clinical_efficacy"]
+    metrics["clinical_efficacy_vs_reference_labeler"] = {
+        "micro_f1": vs_ref["micro"]["f1"], "macro_f1": vs_ref["macro"]["f1"],
+        "protocol": "labeler(generated) vs labeler(reference report)"}
+    thresholds = detection.get("thresholds", {})
+    detector_positive = np.stack([probs[:, k] >= thresholds.get(label, 0.5) for k, label in
+                                  enumerate(CHEXPERT_LABELS)], axis=1).astype(int)
+    metrics["critical_findings"] = critical_detection(probs, truth, thresholds, nb, seed)
+    metrics["hallucination"] = {
+        "vs_ground_truth": hallucinations(text_labels, truth, nb, seed),
+        "vs_detection_head": hallucinations(text_labels, detector_positive, nb, seed),
+        "definition": "share of generated reports asserting a critical finding (labeler positive) that the "
+                      "reference (MeSH) or the detection head does not support",
+    }
+    metrics["calibration"] = {
+        "temperature": temperature,
+        "test_ece_uncalibrated": expected_calibration_error(raw_probs, truth),
+        "test_ece": expected_calibration_error(probs, truth),
+    }
+    metrics["radgraph"] = radgraph_f1(references, texts)
+    generation_seconds = sum(s for s, _ in pred["batch_seconds"])
+    metrics["generation"] = {"num_beams": gen.num_beams, "eval_batch_size": 8,
+                             "mean_ms_per_report": 1000 * generation_seconds / max(len(texts), 1)}
+    if latency:
+        metrics["latency"] = measure_latency(model, pred["pixels"], gen)
+    metrics["summary"] = _summary(metrics)
+    if baseline_metrics is not None:
+        metrics["baseline"] = baseline_metrics.get("summary", baseline_metrics)
+    metrics["view_fallback_studies"] = sum(s["view_fallback"] for s in studies)
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+
+    if out_dir is not None:
+        write_evaluation(Path(out_dir), metrics, studies, texts, text_labels, reference_text_labels, truth, probs,
+                         thresholds)
+    return metrics
+
+
+def _summary(metrics: dict) -> dict:
+    ce = metrics["clinical_efficacy"]
+    out = {name: metrics["nlg"][name] for name in ("BLEU-1", "BLEU-4", "ROUGE-L")}
+    out["CE micro F1"], out["CE macro F1"] = ce["micro"]["f1"], ce["macro"]["f1"]
+    out["hallucination rate"] = metrics["hallucination"]["vs_ground_truth"]["rate"]
+    return out
+
+
+def write_evaluation(out: Path, metrics: dict, studies, texts, text_labels, reference_text_labels, truth, probs,
+                     thresholds) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, s in enumerate(studies):
+        structured = structure_report(texts[i], probs[i], thresholds)
+        lines.append(json.dumps({
+            "study_id": s["study_id"], "generated": texts[i], "structured": structured.to_dict(),
+            "reference": s["report"], "generated_labels": text_labels[i].tolist(),
+            "reference_text_labels": reference_text_labels[i].tolist(), "mesh_labels": truth[i].tolist(),
+            "detection_probabilities": [round(float(p), 5) for p in probs[i]], "view_fallback": s["view_fallback"],
+        }))
+    atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    plot_per_finding_f1(metrics, out / "per_finding_f1.png")
+    plot_reliability(probs, truth, out / "calibration.png")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+
+
+def plot_per_finding_f1(metrics: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = metrics["clinical_efficacy"]["per_label"]
+    labels = list(CHEXPERT_LABELS)
+    f1 = [per[name]["f1"] or 0.0 for name in labels]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.barh(labels[::-1], f1[::-1], color=["#c0392b" if n in CRITICAL_FINDINGS else "#3b6ea8" for n in labels[::-1]])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (labeler on generated report vs MeSH-derived truth)")
+    ax.set_title(f"Per-finding F1, {metrics['n_studies']} test studies (red: critical findings)")
+    for y, v in enumerate(f1[::-1]):
+        ax.text(v + 0.01, y, f"{v:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_reliability(probs: np.ndarray, truth: np.ndarray, path: Path, bins: int = 10) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, y = probs.ravel(), truth.ravel()
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    centres = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if (which == b).any()]
+    observed = [y[which == b].mean() for b in range(bins) if (which == b).any()]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot(centres, observed, "o-", label=f"detection head (ECE {expected_calibration_error(p, y):.3f})")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Detection-head reliability (test, all 14 labels)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from model_core.data import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_model_dir(model_dir: str | Path) -> tuple[RadiologyMultimodalModel, dict, dict]:
+    """(model, detection calibration/thresholds, saved full config dict) from a `rrg train` directory."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_card.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a complete model directory (no model_card.json); "
+                                "train one with `rrg train --out DIR`")
+    model = RadiologyMultimodalModel.from_pretrained(model_dir)
+    saved = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    return model, load_detection(model_dir), saved
+
+
+def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, images_root: str | Path,
+                       out_dir: str | Path, split: str = "all", eval_cfg: EvalConfig | None = None,
+                       gen: GenerationConfig | None = None, baseline_metrics: dict | None = None,
+                       limit_studies: int | None = None) -> dict:
+    """`rrg evaluate`: a trained model directory on any IU-format manifest (all views; frontal preferred)."""
+    from model_core.config import build_section
+    from model_core.data import load_iu_xray
+
+    model, detection, saved = load_model_dir(model_dir)
+    if gen is None:
+        gen = build_section(GenerationConfig, saved.get("generation", {}), "generation.")
+    dataset = load_iu_xray(root=images_root, split=split, views=("Frontal", "Lateral"), manifest=manifest,
+                           image_size=model.image_size, limit_studies=limit_studies)
+    metrics = evaluate_model(model, dataset, detection, gen, eval_cfg, out_dir=out_dir,
+                             baseline_metrics=baseline_metrics)
+    metrics["model_dir"], metrics["split"] = str(model_dir), split
+    atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    return metrics

@@ -1,0 +1,175 @@
+"""Report generation: beam search over the LM conditioned on the image tokens, then structuring.
+
+`generate_texts` returns report text; `generate_report` returns the structured report the API serves:
+findings (text, CheXpert label, detection-head confidence, severity, is_critical, bounding_box=None since
+no localiser exists), impression, recommendations and the full text. The collection's `XXXX`
+de-identification tokens are banned during search and stripped after it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
+from model_core.config import GenerationConfig
+from model_core.data import split_sections
+from model_core.model import RadiologyMultimodalModel
+from model_core.tokenizer import build_prompt, clean_text, encode_example, pad_batch
+
+_SEVERITY = re.compile(r"\b(trace|minimal|tiny|mild|small|moderate|large|severe|massive)\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+# Plain-language phrase for a finding the detection head reports but the text does not describe.
+FINDING_PHRASES = {
+    "Enlarged Cardiomediastinum": "Enlarged cardiomediastinal silhouette.",
+    "Cardiomegaly": "Cardiomegaly.",
+    "Lung Opacity": "Pulmonary opacity.",
+    "Lung Lesion": "Lung nodule or mass.",
+    "Edema": "Pulmonary edema.",
+    "Consolidation": "Consolidation.",
+    "Pneumonia": "Findings suggestive of pneumonia.",
+    "Atelectasis": "Atelectasis.",
+    "Pneumothorax": "Pneumothorax.",
+    "Pleural Effusion": "Pleural effusion.",
+    "Pleural Other": "Pleural thickening.",
+    "Fracture": "Fracture.",
+    "Support Devices": "Support device in place.",
+}
+
+# Follow-up wording by finding; the critical-results line is added for every critical finding.
+RECOMMENDATIONS = {
+    "Lung Lesion": "Chest CT is recommended to characterise the lung nodule or mass.",
+    "Pneumonia": "Clinical correlation and follow-up radiograph after treatment are recommended.",
+    "Consolidation": "Follow-up radiograph is recommended to document resolution.",
+    "Edema": "Correlate with clinical volume status.",
+    "Fracture": "Dedicated rib or spine imaging as clinically indicated.",
+}
+
+
+@dataclass
+class Finding:
+    finding: str
+    label: str
+    confidence: float
+    severity: str | None
+    is_critical: bool
+    bounding_box: list[float] | None = None
+    source: str = "text+detector"      # text+detector | detector | text
+
+
+@dataclass
+class StructuredReport:
+    findings: list[Finding]
+    impression: str
+    recommendations: list[str]
+    text: str
+    findings_text: str = ""
+    label_probabilities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bad_words_ids(tokenizer) -> list[list[int]]:
+    """Token ids whose text contains the de-identification marker 'XX' (never valid report content)."""
+    vocab = tokenizer.get_vocab()
+    return [[i] for tok, i in vocab.items() if "XX" in tokenizer.convert_tokens_to_string([tok])]
+
+
+@torch.no_grad()
+def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None = None,
+                   clinical_contexts: list[dict | None] | None = None, gen: GenerationConfig | None = None,
+                   vision_features: torch.Tensor | None = None, question: str | None = None,
+                   ) -> tuple[list[str], torch.Tensor]:
+    """Beam-search report texts for a batch and the detection head's label logits (B, 14)."""
+    gen = gen or GenerationConfig()
+    model.eval()
+    if vision_features is None:
+        if images is None:
+            raise ValueError("generate needs images or vision_features")
+        vision_features = model.encode_images(images)
+    batch, views = vision_features.shape[:2]
+    contexts = clinical_contexts or [None] * batch
+    if len(contexts) != batch:
+        raise ValueError(f"{len(contexts)} clinical contexts for a batch of {batch} studies")
+    tok = model.tokenizer
+    prefixes = [encode_example(tok, build_prompt(c, question), None, views * model.num_image_tokens)[0] for c in contexts]
+    ids, mask = pad_batch(prefixes, tok.pad_token_id, left=True)
+    embeds = model.merge_image_embeddings(vision_features, ids)
+    if not hasattr(model, "_bad_words_cache"):
+        model._bad_words_cache = _bad_words_ids(tok)
+    max_new = min(gen.max_new_tokens, model.max_positions - ids.shape[1])
+    if max_new <= 0:
+        raise ValueError(f"the prompt ({ids.shape[1]} tokens) leaves no room in the LM's {model.max_positions} positions")
+    out = model.language_model.generate(
+        inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new, num_beams=gen.num_beams,
+        no_repeat_ngram_size=gen.no_repeat_ngram_size, repetition_penalty=gen.repetition_penalty,
+        length_penalty=gen.length_penalty, early_stopping=True, do_sample=False,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        bad_words_ids=model._bad_words_cache or None,
+    )
+    # With inputs_embeds only, generate returns just the new tokens.
+    texts = [clean_text(t) for t in tok.batch_decode(out, skip_special_tokens=True)]
+    return texts, model.detect(vision_features)
+
+
+def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] | None = None,
+                     confidence_threshold: float = 0.0) -> StructuredReport:
+    """Combine generated text with detection-head probabilities (14,) into a structured report.
+
+    A finding is listed when the text asserts it (labeler: positive or uncertain) or the detection head's
+    probability reaches its threshold; its confidence is always the detection head's probability.
+    """
+    from model_core.labels import label_report
+
+    thresholds = thresholds or {}
+    sections = split_sections(text)
+    sentences = [s.strip() for s in _SENTENCE.split(sections["findings"] + " " + sections["impression"]) if s.strip()]
+    sentence_labels = [label_report(s) for s in sentences]
+    findings = []
+    for k, label in enumerate(CHEXPERT_LABELS):
+        if label == "No Finding":
+            continue
+        in_text = [s for s, lab in zip(sentences, sentence_labels) if lab[k] != 0]
+        detected = probs[k] >= thresholds.get(label, 0.5)
+        if not in_text and not detected:
+            continue
+        sentence = in_text[0] if in_text else FINDING_PHRASES[label]
+        severity = _SEVERITY.search(sentence)
+        findings.append(Finding(
+            finding=sentence, label=label, confidence=round(float(probs[k]), 4),
+            severity=severity.group(1).lower() if severity else None, is_critical=label in CRITICAL_FINDINGS,
+            source="text+detector" if in_text and detected else "text" if in_text else "detector"))
+    findings = [f for f in findings if f.confidence >= confidence_threshold or f.source != "detector"]
+    return StructuredReport(
+        findings=findings, impression=sections["impression"], recommendations=recommendations_for(findings),
+        text=text, findings_text=sections["findings"],
+        label_probabilities={label: round(float(p), 4) for label, p in zip(CHEXPERT_LABELS, probs)})
+
+
+def recommendations_for(findings: list[Finding]) -> list[str]:
+    recs = []
+    critical = sorted({f.label for f in findings if f.is_critical})
+    if critical:
+        recs.append(f"Critical finding(s): {', '.join(c.lower() for c in critical)}. "
+                    "Communicate to the referring clinician per the critical-results policy.")
+    for f in findings:
+        rec = RECOMMENDATIONS.get(f.label)
+        if rec and rec not in recs:
+            recs.append(rec)
+    return recs
+
+
+def generate_report(model: RadiologyMultimodalModel, images: torch.Tensor, clinical_context: dict | None = None,
+                    gen: GenerationConfig | None = None, thresholds: dict[str, float] | None = None,
+                    temperature: float = 1.0, question: str | None = None) -> StructuredReport:
+    """One study: images (K, 1, H, W) or (1, H, W) → StructuredReport."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    texts, logits = generate_texts(model, images.unsqueeze(0), [clinical_context], gen, question=question)
+    probs = torch.sigmoid(logits / temperature)[0].numpy()
+    return structure_report(texts[0], probs, thresholds)

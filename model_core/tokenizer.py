@@ -1,0 +1,109 @@
+"""Report tokenizer, prompt and training-example encoding.
+
+A from-scratch LM gets a byte-level BPE tokenizer trained on the training reports (`tokenizers`);
+a pretrained LM keeps its own tokenizer, with `<image>` (and a pad token if missing) added.
+
+Sequence layout of one example (T tokens):
+    <bos> prompt-text  <image> × (K·N)  "Report:"  FINDINGS: … IMPRESSION: … <eos>  <pad>…
+    labels are IGNORE_INDEX everywhere but on the report tokens and <eos>.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
+DEFAULT_INSTRUCTION = "Write the findings and impression of this chest radiograph."
+_DEID = re.compile(r"\bX{2,}\b")
+_SPACES = re.compile(r"\s+")
+
+
+def train_report_tokenizer(texts: list[str], vocab_size: int = 2000):
+    """Byte-level BPE trained on report (and prompt) text → `PreTrainedTokenizerFast` with our special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if not texts:
+        raise ValueError("cannot train a tokenizer on no text")
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        special_tokens=[SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")] + [IMAGE_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    return fast
+
+
+def prepare_pretrained_tokenizer(path: str):
+    """A pretrained LM's tokenizer with `<image>` (and a pad token, if it has none) added."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.bos_token is None:
+        tok.bos_token = tok.eos_token
+    return tok
+
+
+def clean_text(text: str) -> str:
+    """Remove the collection's XXXX de-identification tokens and squeeze whitespace."""
+    return _SPACES.sub(" ", _DEID.sub("", text or "")).strip()
+
+
+def build_prompt(clinical_context: dict | None = None, question: str | None = None) -> str:
+    """Instruction (or a free-text question, VQA-style) plus the clinical context that is present."""
+    parts = [clean_text(question) if question else DEFAULT_INSTRUCTION]
+    ctx = clinical_context or {}
+    if ctx.get("age") is not None:
+        parts.append(f"Age: {int(ctx['age'])}.")
+    if ctx.get("sex"):
+        parts.append(f"Sex: {ctx['sex']}.")
+    indication = clean_text(ctx.get("indication") or "")
+    if indication:
+        parts.append(f"Indication: {indication}")
+    priors = ctx.get("prior_studies") or []
+    if priors:
+        parts.append("Prior studies: " + ", ".join(str(p.get("date", p)) if isinstance(p, dict) else str(p)
+                                                   for p in priors) + ".")
+    return " ".join(parts)
+
+
+def encode_example(tokenizer, prompt: str, report: str | None, num_image_tokens: int,
+                   max_report_tokens: int = 128, max_prompt_tokens: int = 64) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one study; with report=None, the generation prefix only (labels empty)."""
+    from model_core.model import IGNORE_INDEX
+
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[:max_prompt_tokens]
+    marker = tokenizer.encode(" Report:", add_special_tokens=False)
+    prefix = [tokenizer.bos_token_id] + prompt_ids + [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * num_image_tokens + marker
+    if report is None:
+        return prefix, []
+    target = tokenizer.encode(" " + report.strip(), add_special_tokens=False)[:max_report_tokens] + [tokenizer.eos_token_id]
+    return prefix + target, [IGNORE_INDEX] * len(prefix) + target
+
+
+def pad_batch(sequences: list[list[int]], pad_value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to (B, T_max); returns (ids, attention_mask). Left padding is for generation prefixes."""
+    if not sequences:
+        raise ValueError("empty batch")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if left:
+            ids[i, width - len(seq):] = torch.tensor(seq)
+            mask[i, width - len(seq):] = 1
+        else:
+            ids[i, :len(seq)] = torch.tensor(seq)
+            mask[i, :len(seq)] = 1
+    return ids, mask

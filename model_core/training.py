@@ -1,0 +1,478 @@
+"""Two-stage training (seed §3.5): stage 0 for parts without pretrained weights, then stage 1 and 2.
+
+    stage0_encoder  encoder + detection head on the 14 labels (BCE)      — only if the encoder is not pretrained
+    stage0_lm       language model on the training reports (NLL)         — only if the LM is not pretrained
+    stage1          projector + detection head, LM frozen (lr 1e-3, 5 epochs in the seed)
+    stage2          projector + detection head + LM (lr 2e-5, 10 epochs in the seed)
+
+The encoder is frozen from stage 1 on, so its features are computed once and cached. Every stage runs
+through `deepspeed.initialize` (ZeRO-2 by default; single process on CPU) and falls back to plain
+PyTorch, saying so, when DeepSpeed cannot initialise. Each epoch ends with a checkpoint; `resume=True`
+continues from the newest one with the same data order, RNG state, optimizer and schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from model_core.chexpert import binarize
+from model_core.config import TrainConfig, resolve_path
+from model_core.data import load_images
+from model_core.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
+from model_core.tokenizer import build_prompt, clean_text, encode_example, pad_batch
+
+log = logging.getLogger(__name__)
+
+STAGES = ("stage0_encoder", "stage0_lm", "stage1", "stage2")
+LOSS_TERMS = ("loss", "loss_report", "loss_detect", "loss_proj")
+
+
+class StopTraining(Exception):
+    """Raised by `stop_after_epochs` to simulate an interrupted run (tests of --resume)."""
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class Examples:
+    """Tokenised training examples of one split, aligned with its images."""
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    report_ids: list[list[int]]        # <bos> report <eos>, for the text-only LM stage
+    finding_labels: torch.Tensor       # (N, 14) in {0, 1}
+
+
+def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainConfig) -> Examples:
+    tok = model.tokenizer
+    input_ids, labels, report_ids = [], [], []
+    for report, meta in zip(dataset["reports"], dataset["metadata"]):
+        report = clean_text(report)
+        ids, lab = encode_example(tok, build_prompt(meta), report, model.num_image_tokens, cfg.max_report_tokens)
+        input_ids.append(ids)
+        labels.append(lab)
+        report_ids.append([tok.bos_token_id] + tok.encode(" " + report, add_special_tokens=False)[:cfg.max_report_tokens]
+                          + [tok.eos_token_id])
+    finding = torch.from_numpy(binarize(dataset["labels"].numpy(), cfg.uncertain_policy))
+    return Examples(input_ids, labels, report_ids, finding)
+
+
+class _IndexDataset(Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+def _loader(n: int, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(_IndexDataset(n), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=lambda idx: torch.tensor(idx))
+
+
+# --------------------------------------------------------------------------- backends
+
+class _Backend:
+    """One optimisation step interface over DeepSpeed or plain PyTorch."""
+
+    def __init__(self, model, params, stage_cfg, cfg: TrainConfig, total_steps: int, ds_config: dict | None):
+        from transformers import get_cosine_schedule_with_warmup
+
+        self.model, self.cfg = model, cfg
+        self.engine = None
+        optimizer = torch.optim.AdamW(params, lr=stage_cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=max(total_steps, 1))
+        self.amp_dtype = _amp_dtype(cfg.precision)
+        if ds_config is not None:
+            try:
+                self.engine = _deepspeed_engine(model, optimizer, scheduler, ds_config, cfg)
+                self.kind = "deepspeed"
+            except Exception as exc:  # noqa: BLE001 — any failure to initialise means: fall back, loudly
+                log.warning("DeepSpeed could not initialise (%s: %s); falling back to plain PyTorch",
+                            type(exc).__name__, exc)
+        if self.engine is None:
+            self.kind = "torch"
+            self.optimizer, self.scheduler = optimizer, scheduler
+            self.micro_step = 0
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss)
+            self.engine.step()
+            return
+        (loss / self.cfg.grad_accum_steps).backward()
+        self.micro_step += 1
+        if self.micro_step % self.cfg.grad_accum_steps == 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def close(self) -> None:
+        """Release DeepSpeed's gradient hooks so the next stage's engine owns the parameters alone."""
+        if self.engine is not None:
+            self.engine.destroy()
+
+    def lr(self) -> float:
+        if self.engine is not None:
+            return float(self.engine.get_lr()[0])
+        return float(self.scheduler.get_last_lr()[0])
+
+    def state_dict(self) -> dict:
+        if self.engine is not None:
+            return {"optimizer": self.engine.optimizer.state_dict(), "scheduler": self.engine.lr_scheduler.state_dict(),
+                    "global_steps": self.engine.global_steps, "micro_steps": self.engine.micro_steps}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "micro_step": self.micro_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.engine is not None:
+            # ZeRO optimizers take one state dict per data-parallel rank (a single rank here).
+            self.engine.optimizer.load_state_dict([state["optimizer"]], load_from_fp32_weights=True)
+            self.engine.lr_scheduler.load_state_dict(state["scheduler"])
+            self.engine.global_steps, self.engine.micro_steps = state["global_steps"], state["micro_steps"]
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_step = state["micro_step"]
+
+
+def _amp_dtype(precision: str) -> torch.dtype | None:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_deepspeed_config(path: str | None, cfg: TrainConfig) -> dict | None:
+    """The DeepSpeed JSON with the batch/accumulation/clipping/precision values of the train config filled in."""
+    if path is None:
+        return None
+    ds_path = resolve_path(path)
+    if not ds_path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config not found: {ds_path}")
+    ds = json.loads(ds_path.read_text())
+    ds.update(train_micro_batch_size_per_gpu=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum_steps,
+              gradient_clipping=cfg.max_grad_norm)
+    amp = _amp_dtype(cfg.precision)
+    # Mixed precision on CPU runs through torch.autocast in the step (DeepSpeed's bf16 optimizer wants a GPU).
+    on_gpu = torch.cuda.is_available()
+    ds["bf16"] = {"enabled": bool(on_gpu and amp == torch.bfloat16)}
+    ds["fp16"] = {"enabled": bool(on_gpu and amp == torch.float16)}
+    return ds
+
+
+def _deepspeed_engine(model, optimizer, scheduler, ds_config: dict, cfg: TrainConfig):
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- the trainer
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def plan_stages(model: RadiologyMultimodalModel, cfg: TrainConfig) -> list[str]:
+    """Stages that run: stage 0 parts only for what has no pretrained weights; stages with 0 epochs are skipped."""
+    stages = []
+    if not model.config.vision.pretrained:
+        stages.append("stage0_encoder")
+    if not model.config.text.pretrained:
+        stages.append("stage0_lm")
+    stages += ["stage1", "stage2"]
+    return [s for s in stages if getattr(cfg, s).epochs > 0]
+
+
+def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_dataset: dict, config: TrainConfig,
+                    checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+                    stop_after_epochs: int | None = None) -> dict:
+    """Train in stages; returns the history {stage: [{epoch, train: {term: mean}, val: {...}, lr, seconds}]}.
+
+    Datasets are `load_iu_xray`-style dicts. Checkpoints go to `checkpoint_dir/last.pt` after each epoch.
+    `stop_after_epochs` raises StopTraining after that many epochs in this call (to test resuming).
+    """
+    import time
+
+    cfg = config
+    for name, ds in (("train", train_dataset), ("val", val_dataset)):
+        if not ds["images"]:
+            raise ValueError(f"{name} dataset is empty")
+    seed_everything(cfg.seed)  # a resumed run then restores the checkpoint's RNG state below
+    ds_config = load_deepspeed_config(cfg.deepspeed, cfg)
+    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if cfg.lora.enabled:
+        model.apply_lora(cfg.lora)  # before any checkpoint is loaded: its keys are the wrapped model's
+    state = None
+    if resume:
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        torch.set_rng_state(state["rng"])
+        log.info("resuming after %s epoch %d", state["stage"], state["epoch"])
+    history: dict = state["history"] if state else {}
+
+    size = model.image_size
+    train_ex, val_ex = build_examples(model, train_dataset, cfg), build_examples(model, val_dataset, cfg)
+    pixels = {"train": None, "val": None}
+    features = {"train": None, "val": None}
+
+    def get_pixels(split):
+        if pixels[split] is None:
+            ds = train_dataset if split == "train" else val_dataset
+            pixels[split] = load_images(ds["images"], size, split)
+        return pixels[split]
+
+    epochs_this_call = 0
+    for stage in plan_stages(model, cfg):
+        stage_cfg = getattr(cfg, stage)
+        done_epochs = 0
+        if state is not None:
+            order = STAGES.index(state["stage"])
+            if STAGES.index(stage) < order:
+                continue
+            if stage == state["stage"]:
+                done_epochs = state["epoch"]
+                if done_epochs >= stage_cfg.epochs:
+                    continue
+        trainable = model.set_trainable(stage)
+        if stage in ("stage1", "stage2") and cfg.cache_features and features["train"] is None:
+            features["train"] = cache_vision_features(model, get_pixels("train"), cfg.batch_size)
+            features["val"] = cache_vision_features(model, get_pixels("val"), cfg.batch_size)
+        params = [p for p in model.parameters() if p.requires_grad]
+        steps_per_epoch = math.ceil(len(train_ex.input_ids) / cfg.batch_size / cfg.grad_accum_steps)
+        backend = _Backend(model, params, stage_cfg, cfg, steps_per_epoch * stage_cfg.epochs, ds_config)
+        if state is not None and stage == state["stage"]:
+            backend.load_state_dict(state["backend"])
+        log.info("%s: training %s (%d params, %s backend, lr %.1e, %d epochs)", stage, "+".join(trainable),
+                 sum(p.numel() for p in params), backend.kind, stage_cfg.lr, stage_cfg.epochs)
+        runner = _StageRunner(model, stage, cfg, backend, train_ex, val_ex, get_pixels, features)
+        for epoch in range(done_epochs + 1, stage_cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_terms = runner.run_epoch("train", epoch)
+            val_terms = runner.run_epoch("val", epoch)
+            record = {"epoch": epoch, "train": train_terms, "val": val_terms, "lr": backend.lr(),
+                      "backend": backend.kind, "seconds": round(time.perf_counter() - t0, 2)}
+            history.setdefault(stage, []).append(record)
+            log.info("%s epoch %d/%d train %s | val %s", stage, epoch, stage_cfg.epochs,
+                     _fmt(train_terms), _fmt(val_terms))
+            if ckpt_path is not None:
+                _save_checkpoint(ckpt_path, model, stage, epoch, backend, history)
+            epochs_this_call += 1
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                backend.close()
+                raise StopTraining(f"stopped after {epochs_this_call} epoch(s) ({stage} epoch {epoch})")
+        backend.close()
+        state = None
+    model.merge_lora()
+    model.requires_grad_(False)
+    model.eval()
+    return history
+
+
+def _fmt(terms: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in terms.items())
+
+
+def _save_checkpoint(path: Path, model, stage: str, epoch: int, backend: _Backend, history: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "stage": stage, "epoch": epoch, "backend": backend.state_dict(),
+                "rng": torch.get_rng_state(), "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def cache_vision_features(model: RadiologyMultimodalModel, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Frozen-encoder features for all images: (N, 1, 1 + N_tokens, d_v)."""
+    model.encoder.eval()
+    out = [model.encode_images(pixels[i:i + batch_size]) for i in
+           tqdm(range(0, len(pixels), batch_size), desc="cache encoder features", leave=False, disable=None)]
+    return torch.cat(out)
+
+
+class _StageRunner:
+    """Runs one epoch of a stage over train or val, returning the mean of each loss term."""
+
+    def __init__(self, model, stage, cfg, backend, train_ex, val_ex, get_pixels, features):
+        self.model, self.stage, self.cfg, self.backend = model, stage, cfg, backend
+        self.examples = {"train": train_ex, "val": val_ex}
+        self.get_pixels, self.features = get_pixels, features
+        self.module = backend.engine if backend.engine is not None else model
+
+    def run_epoch(self, split: str, epoch: int) -> dict:
+        training = split == "train"
+        self.model.train(training)
+        if self.stage != "stage0_encoder":
+            self.model.encoder.eval()  # frozen: no dropout noise in its features
+        ex = self.examples[split]
+        loader = _loader(len(ex.input_ids), self.cfg.batch_size, shuffle=training,
+                         seed=self.cfg.seed * 1000 + STAGES.index(self.stage) * 100 + epoch)
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        n = 0
+        bar = tqdm(loader, desc=f"{self.stage} e{epoch} {split}", leave=False, disable=None, unit="batch")
+        for idx in bar:
+            with torch.set_grad_enabled(training):
+                out = self._forward(split, idx)
+                if training:
+                    self.backend.backward_step(out.loss)
+            for k in LOSS_TERMS:
+                value = getattr(out, k)
+                if value is not None:
+                    sums[k] += float(value.detach()) * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{sums['loss'] / n:.3f}")
+        return {k: round(v / n, 5) for k, v in sums.items() if v != 0.0 or k == "loss"}
+
+    def _forward(self, split: str, idx: torch.Tensor) -> ModelOutput:
+        ex = self.examples[split]
+        amp = self.backend.amp_dtype
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
+            if self.stage == "stage0_encoder":
+                pixels = self.get_pixels(split)[idx]
+                return self.module(images=pixels, finding_labels=ex.finding_labels[idx])
+            if self.stage == "stage0_lm":
+                ids, mask = pad_batch([ex.report_ids[i] for i in idx], self.model.tokenizer.pad_token_id)
+                labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+                logits = self.model.language_model(input_ids=ids, attention_mask=mask).logits
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+                return ModelOutput(logits=None, label_logits=torch.empty(0), loss=loss, loss_report=loss)
+            ids, mask = pad_batch([ex.input_ids[i] for i in idx], self.model.tokenizer.pad_token_id)
+            labels, _ = pad_batch([ex.labels[i] for i in idx], IGNORE_INDEX)
+            kwargs = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                      "finding_labels": ex.finding_labels[idx]}
+            if self.features[split] is not None:
+                kwargs["vision_features"] = self.features[split][idx]
+            else:
+                kwargs["images"] = self.get_pixels(split)[idx]
+            return self.module(**kwargs)
+
+
+# --------------------------------------------------------------------------- the `rrg train` job
+
+def study_probabilities(model: RadiologyMultimodalModel, dataset: dict, batch_size: int = 32,
+                        features: torch.Tensor | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-study detection-head logits (mean over the study's images) and 0/1 targets.
+
+    Returns (study_ids, logits (S, 14), targets (S, 14)).
+    """
+    if features is None:
+        features = cache_vision_features(model, load_images(dataset["images"], model.image_size), batch_size)
+    with torch.no_grad():
+        logits = model.detect(features).numpy()
+    order: dict[str, list[int]] = {}
+    for i, meta in enumerate(dataset["metadata"]):
+        order.setdefault(meta["study_id"], []).append(i)
+    targets = binarize(dataset["labels"].numpy())
+    ids = list(order)
+    return (ids, np.stack([logits[idx].mean(0) for idx in order.values()]),
+            np.stack([targets[idx[0]] for idx in order.values()]))
+
+
+def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
+                       stop_after_epochs: int | None = None) -> Path:
+    """Train the report generator from a full `Config` and write a self-contained model directory.
+
+    out_dir receives: model.pt, model_config.json, tokenizer/, encoder_config/, lm_config/,
+    detection.json (temperature, thresholds), history.json, config.json, model_card.json;
+    per-epoch checkpoints live in out_dir/checkpoints/ (used by `resume`).
+    """
+    import time
+
+    from model_core.calibration import choose_thresholds, expected_calibration_error, fit_temperature
+    from model_core.data import load_split
+    from model_core.tokenizer import prepare_pretrained_tokenizer, train_report_tokenizer
+
+    out = Path(out_dir)
+    started = time.perf_counter()
+    seed_everything(cfg.train.seed)
+    train_ds, val_ds = load_split(cfg.data, "train"), load_split(cfg.data, "val")
+    if cfg.model.text.pretrained:
+        tokenizer = prepare_pretrained_tokenizer(cfg.model.text.pretrained)
+    else:
+        tokenizer = train_report_tokenizer([clean_text(r) for r in train_ds["reports"]], cfg.model.text.vocab_size)
+    model = RadiologyMultimodalModel(cfg.model, tokenizer)
+    history = train_two_stage(model, train_ds, val_ds, cfg.train, checkpoint_dir=out / "checkpoints",
+                              resume=resume, stop_after_epochs=stop_after_epochs)
+
+    _, val_logits, val_targets = study_probabilities(model, val_ds, cfg.train.batch_size)
+    calibration = fit_temperature(val_logits, val_targets)
+    val_probs = 1 / (1 + np.exp(-val_logits / calibration["temperature"]))
+    operating = choose_thresholds(val_probs, val_targets, cfg.gate.critical_sensitivity_target)
+    detection = {"temperature": calibration["temperature"], "calibration": calibration,
+                 "val_ece": expected_calibration_error(val_probs, val_targets), **operating}
+    card = {
+        "name": cfg.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "version": model_version_string(), "training_seconds": round(time.perf_counter() - started, 1),
+        "train_studies": len({m["study_id"] for m in train_ds["metadata"]}),
+        "val_studies": len({m["study_id"] for m in val_ds["metadata"]}),
+        "stages": {stage: {"epochs": len(recs), "backend": recs[-1]["backend"]} for stage, recs in history.items()},
+    }
+    staging = out / ".model.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging)
+    for name, obj in (("detection.json", detection), ("history.json", history), ("config.json", cfg.to_dict()),
+                      ("model_card.json", card)):
+        (staging / name).write_text(json.dumps(obj, indent=2, default=str))
+    # Move the finished files in; the model card goes last, so a directory with one is complete.
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_card.json"):
+        target = out / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staging.rmdir()
+    log.info("model directory written: %s (%.0f s)", out, card["training_seconds"])
+    return out
+
+
+def model_version_string() -> str:
+    """Project version plus the git commit when available (recorded in the model card)."""
+    import subprocess
+
+    from model_core import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
