@@ -211,12 +211,23 @@ def load_image(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
 
 
 def pil_to_tensor(im: Image.Image, size: int) -> torch.Tensor:
-    """PIL image → (1, size, size) float32 in [0, 1]."""
-    gray = im.convert("L") if im.mode != "L" else im
+    """PIL image → (1, size, size) float32 in [0, 1]; 16-bit and float images are rescaled, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        if im.mode.startswith("I;16"):
+            arr = arr / 65535.0
+        else:  # 32-bit integer or float pixels: no fixed range, so use the image's own
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        gray = Image.fromarray(arr, mode="F")
+    else:
+        gray = im.convert("L") if im.mode != "L" else im
     if gray.size != (size, size):
         gray = gray.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(gray, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).unsqueeze(0)
+    arr = np.asarray(gray, dtype=np.float32)
+    if gray.mode == "L":
+        arr = arr / 255.0
+    return torch.from_numpy(np.clip(arr, 0.0, 1.0)).unsqueeze(0)
 
 
 # --------------------------------------------------------------------------- reports and metadata

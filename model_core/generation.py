@@ -118,11 +118,13 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
 
 
 def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] | None = None,
-                     confidence_threshold: float = 0.0) -> StructuredReport:
+                     confidence_threshold: float = 0.5) -> StructuredReport:
     """Combine generated text with detection-head probabilities (14,) into a structured report.
 
-    A finding is listed when the text asserts it (labeler: positive or uncertain) or the detection head's
-    probability reaches its threshold; its confidence is always the detection head's probability.
+    A finding is listed when the text asserts it (labeler: positive or uncertain), or when the detection
+    head alone reaches both its operating threshold and `confidence_threshold` (the operating thresholds of
+    critical findings are screening points tuned for 98 % sensitivity: they decide review flags, not what
+    the report asserts). The confidence is always the detection head's probability.
     """
     from model_core.labels import label_report
 
@@ -135,7 +137,8 @@ def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] 
         if label == "No Finding":
             continue
         in_text = [s for s, lab in zip(sentences, sentence_labels) if lab[k] != 0]
-        detected = probs[k] >= thresholds.get(label, 0.5)
+        supported = probs[k] >= thresholds.get(label, 0.5)              # the detector agrees at its operating point
+        detected = supported and probs[k] >= confidence_threshold      # confident enough to list on its own
         if not in_text and not detected:
             continue
         sentence = in_text[0] if in_text else FINDING_PHRASES[label]
@@ -143,8 +146,7 @@ def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] 
         findings.append(Finding(
             finding=sentence, label=label, confidence=round(float(probs[k]), 4),
             severity=severity.group(1).lower() if severity else None, is_critical=label in CRITICAL_FINDINGS,
-            source="text+detector" if in_text and detected else "text" if in_text else "detector"))
-    findings = [f for f in findings if f.confidence >= confidence_threshold or f.source != "detector"]
+            source="text+detector" if in_text and supported else "text" if in_text else "detector"))
     return StructuredReport(
         findings=findings, impression=sections["impression"], recommendations=recommendations_for(findings),
         text=text, findings_text=sections["findings"],
@@ -153,10 +155,14 @@ def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] 
 
 def recommendations_for(findings: list[Finding]) -> list[str]:
     recs = []
-    critical = sorted({f.label for f in findings if f.is_critical})
+    critical = sorted({f.label for f in findings if f.is_critical and f.source != "detector"})
     if critical:
         recs.append(f"Critical finding(s): {', '.join(c.lower() for c in critical)}. "
                     "Communicate to the referring clinician per the critical-results policy.")
+    flagged = sorted({f.label for f in findings if f.is_critical and f.source == "detector"})
+    if flagged:
+        recs.append(f"The detector flags possible {', '.join(c.lower() for c in flagged)} not described in the "
+                    "text: radiologist review required.")
     for f in findings:
         rec = RECOMMENDATIONS.get(f.label)
         if rec and rec not in recs:
@@ -166,10 +172,11 @@ def recommendations_for(findings: list[Finding]) -> list[str]:
 
 def generate_report(model: RadiologyMultimodalModel, images: torch.Tensor, clinical_context: dict | None = None,
                     gen: GenerationConfig | None = None, thresholds: dict[str, float] | None = None,
-                    temperature: float = 1.0, question: str | None = None) -> StructuredReport:
+                    temperature: float = 1.0, question: str | None = None,
+                    confidence_threshold: float = 0.5) -> StructuredReport:
     """One study: images (K, 1, H, W) or (1, H, W) → StructuredReport."""
     if images.dim() == 3:
         images = images.unsqueeze(0)
     texts, logits = generate_texts(model, images.unsqueeze(0), [clinical_context], gen, question=question)
     probs = torch.sigmoid(logits / temperature)[0].numpy()
-    return structure_report(texts[0], probs, thresholds)
+    return structure_report(texts[0], probs, thresholds, confidence_threshold)

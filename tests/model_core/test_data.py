@@ -127,3 +127,14 @@ def test_manifest_not_found_and_not_csv(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="not a readable CSV"):
         read_manifest(tmp_path / "empty.csv")
+
+
+def test_sixteen_bit_images_are_rescaled_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    ramp = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)  # a 12-bit ramp in 16-bit storage
+    Image.fromarray(ramp, mode="I;16").save(tmp_path / "ramp.png")
+    img = load_image(tmp_path / "ramp.png", size=64)
+    assert abs(img.max().item() - 4095 / 65535) < 1e-3
+    assert (img >= 0.99).float().mean() < 0.01  # nothing saturated to white

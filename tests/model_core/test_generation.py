@@ -34,7 +34,17 @@ def test_structure_report_combines_text_and_detector():
     assert by_label["Pneumothorax"].is_critical and by_label["Pneumothorax"].source == "detector"
     assert by_label["Pneumothorax"].bounding_box is None
     assert report.impression == "Cardiomegaly."
-    assert any("Critical finding" in r and "pneumothorax" in r for r in report.recommendations)
+    assert any("detector flags possible pneumothorax" in r and "radiologist review" in r for r in report.recommendations)
+
+
+def test_screening_thresholds_alone_do_not_assert_findings():
+    probs = np.full(14, 0.01)
+    probs[LABEL_INDEX["Fracture"]] = 0.2   # above its 0.05 screening threshold, below confidence 0.5
+    report = structure_report("FINDINGS: Acute rib fracture. IMPRESSION: Fracture.", probs, {"Fracture": 0.05})
+    assert [f.label for f in report.findings] == ["Fracture"] and report.findings[0].source == "text+detector"
+    assert any("Critical finding(s): fracture" in r for r in report.recommendations)
+    quiet = structure_report("FINDINGS: Clear lungs.", probs, {"Fracture": 0.05})
+    assert quiet.findings == []
 
 
 def test_normal_report_has_no_findings():
