@@ -17,7 +17,7 @@ import torch
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
 DEFAULT_INSTRUCTION = "Write the findings and impression of this chest radiograph."
-_DEID = re.compile(r"\bX{2,}\b")
+_DEID = re.compile(r"-?\bX{2,}\b")
 _SPACES = re.compile(r"\s+")
 
 
@@ -58,6 +58,24 @@ def prepare_pretrained_tokenizer(path: str):
 def clean_text(text: str) -> str:
     """Remove the collection's XXXX de-identification tokens and squeeze whitespace."""
     return _SPACES.sub(" ", _DEID.sub("", text or "")).strip()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def clean_target(report: str) -> str:
+    """A training target without de-identification damage: sentences holding `XXXX` are dropped whole
+    (removing only the token leaves broken text such as "The heart and lungs have in the interval"); a
+    section that would become empty keeps its sentences with the tokens removed instead."""
+    from model_core.data import format_report, split_sections
+
+    sections = split_sections(report)
+    kept = {}
+    for name, text in sections.items():
+        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        whole = [s for s in sentences if not _DEID.search(s)]
+        kept[name] = " ".join(whole) if whole else clean_text(text)
+    return clean_text(format_report(kept["findings"], kept["impression"]))
 
 
 def build_prompt(clinical_context: dict | None = None, question: str | None = None) -> str:

@@ -31,7 +31,7 @@ from model_core.chexpert import binarize
 from model_core.config import TrainConfig, resolve_path
 from model_core.data import load_images
 from model_core.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
-from model_core.tokenizer import build_prompt, clean_text, encode_example, pad_batch
+from model_core.tokenizer import build_prompt, clean_target, clean_text, encode_example, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainCon
     tok = model.tokenizer
     input_ids, labels, report_ids = [], [], []
     for report, meta in zip(dataset["reports"], dataset["metadata"]):
-        report = clean_text(report)
+        report = clean_target(report)
         ids, lab = encode_example(tok, build_prompt(meta), report, model.num_image_tokens, cfg.max_report_tokens)
         input_ids.append(ids)
         labels.append(lab)
@@ -428,7 +428,7 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     if cfg.model.text.pretrained:
         tokenizer = prepare_pretrained_tokenizer(cfg.model.text.pretrained)
     else:
-        tokenizer = train_report_tokenizer([clean_text(r) for r in train_ds["reports"]], cfg.model.text.vocab_size)
+        tokenizer = train_report_tokenizer([clean_target(r) for r in train_ds["reports"]], cfg.model.text.vocab_size)
     model = RadiologyMultimodalModel(cfg.model, tokenizer)
     history = train_two_stage(model, train_ds, val_ds, cfg.train, checkpoint_dir=out / "checkpoints",
                               resume=resume, stop_after_epochs=stop_after_epochs)
