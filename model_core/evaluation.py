@@ -312,3 +312,21 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
     metrics["model_dir"], metrics["split"] = str(model_dir), split
     atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2, default=float))
     return metrics
+
+
+def evaluate_candidate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
+    """The pipeline's evaluation step: train + evaluate the template baseline, then the candidate model on
+    the test split, side by side. Writes `out_dir/metrics.json` (model, with `baseline`), `out_dir/baseline/`."""
+    from model_core.baseline import evaluate_baseline, train_baseline
+    from model_core.config import resolve_path
+
+    out = Path(out_dir)
+    root = resolve_path(cfg.data.root)
+    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
+    baseline_dir = train_baseline(cfg, out / "baseline" / "model", root=root, manifest=manifest,
+                                  limit_studies=cfg.data.limit_studies)
+    baseline = evaluate_baseline(baseline_dir, manifest=manifest, images_root=root, out_dir=out / "baseline" / "eval",
+                                 split="test", n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed,
+                                 section=cfg.eval.section, limit_studies=cfg.data.limit_studies)
+    return evaluate_model_dir(model_dir, manifest, root, out, split="test", eval_cfg=cfg.eval,
+                              baseline_metrics=baseline, limit_studies=cfg.data.limit_studies)

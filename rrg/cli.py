@@ -145,6 +145,72 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- pipeline, registry, packet
+
+def cmd_pipeline_run(args) -> int:
+    from pipelines.local import format_summary, run_pipeline
+
+    cfg = _config(args)
+    summary = run_pipeline(cfg, args.out, model_name=args.model_name, summary_json=args.summary_json)
+    print(format_summary(summary))
+    if args.summary_json:
+        print(f"  summary JSON: {args.summary_json}")
+    return 0
+
+
+def cmd_pipeline_compile(args) -> int:
+    from pipelines.cluster import compile_pipeline
+
+    path = compile_pipeline(args.out, args.image_registry)
+    print(f"compiled Kubeflow pipeline IR: {path}")
+    return 0
+
+
+def cmd_pipeline_schedule(args) -> int:
+    import tempfile
+
+    from pipelines.cluster import compile_pipeline, schedule_monthly
+
+    cfg = _config(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", args.image_registry)
+        job = schedule_monthly(args.host, package, params={
+            "config_json": json.dumps(cfg.to_dict()), "tracking_uri": args.tracking_uri,
+            "mlflow_run_id": "", "model_name": args.model_name})
+    print(f"monthly recurring run created on {args.host}: {getattr(job, 'recurring_run_id', job)}")
+    return 0
+
+
+def _tracking_uri(args) -> str:
+    import os
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ValueError("no MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return uri
+
+
+def cmd_registry(args) -> int:
+    from registry import models
+
+    uri = _tracking_uri(args)
+    if args.registry_command == "history":
+        _print_json(models.history(uri, args.model))
+    elif args.registry_command == "promote":
+        _print_json(models.promote(uri, args.model, args.version, args.reason))
+    else:
+        _print_json(models.rollback(uri, args.model, args.reason))
+    return 0
+
+
+def cmd_packet_download(args) -> int:
+    from registry.models import download_packet
+
+    path = download_packet(_tracking_uri(args), args.model, args.version, args.out)
+    print(f"packet verified (SHA-256 manifest) and saved: {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main job
 
 def cmd_run(args) -> int:
@@ -292,6 +358,45 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sex", choices=["M", "F"], default=None)
     generate.add_argument("--question", default=None, help="free-text question instead of the report instruction")
     generate.set_defaults(func=cmd_generate)
+
+    pipeline = sub.add_parser("pipeline", help="the Kubeflow training pipeline").add_subparsers(
+        dest="pipeline_command", required=True)
+    p_run = with_config(pipeline.add_parser("run", help="run the whole pipeline locally (kfp.local + MLflow)"))
+    p_run.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "pipeline")
+    p_run.add_argument("--model-name", default="rrg-report-generator")
+    p_run.add_argument("--summary-json", type=Path, help="also write the summary as JSON")
+    p_run.set_defaults(func=cmd_pipeline_run)
+    p_compile = pipeline.add_parser("compile", help="compile the cluster pipeline to Kubeflow IR YAML")
+    p_compile.add_argument("--out", type=Path, default=Path("pipeline.yaml"))
+    p_compile.add_argument("--image-registry", default="ghcr.io/example-hospital")
+    p_compile.set_defaults(func=cmd_pipeline_compile)
+    p_sched = with_config(pipeline.add_parser("schedule", help="create the monthly recurring run (cron 0 2 1 * *)"))
+    p_sched.add_argument("--host", required=True, help="KFP API server URL")
+    p_sched.add_argument("--image-registry", default="ghcr.io/example-hospital")
+    p_sched.add_argument("--tracking-uri", default="http://mlflow.mlflow.svc:5000")
+    p_sched.add_argument("--model-name", default="rrg-report-generator")
+    p_sched.set_defaults(func=cmd_pipeline_schedule)
+
+    reg = sub.add_parser("registry", help="model registry (MLflow)").add_subparsers(dest="registry_command", required=True)
+    for name, help_text in (("history", "versions, aliases, gate results, audit trail"),
+                            ("promote", "make a gate-passing version champion"),
+                            ("rollback", "make previous-champion the champion again")):
+        r = reg.add_parser(name, help=help_text)
+        r.add_argument("--model", default="rrg-report-generator")
+        r.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+        if name == "promote":
+            r.add_argument("--version", required=True)
+        if name != "history":
+            r.add_argument("--reason", required=True, help="recorded in the audit trail")
+        r.set_defaults(func=cmd_registry)
+
+    packet = sub.add_parser("packet", help="510(k) packets").add_subparsers(dest="packet_command", required=True)
+    p_dl = packet.add_parser("download", help="fetch a version's packet and verify its hashes")
+    p_dl.add_argument("--model", default="rrg-report-generator")
+    p_dl.add_argument("--version", required=True)
+    p_dl.add_argument("--out", type=Path, required=True)
+    p_dl.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+    p_dl.set_defaults(func=cmd_packet_download)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""KFP components of the training pipeline: thin adapters around library functions.
+
+Each component reads its inputs, calls one library function (model_core / regulatory / registry), writes
+typed KFP artifacts, and logs its part to the pipeline's MLflow run. The functions are built by
+`build_components(image)` so the container image is a compile-time choice; locally they run in
+subprocesses of this interpreter (`kfp.local.SubprocessRunner(use_venv=False)`).
+
+Component bodies import inside the function: KFP ships each body to its container on its own.
+"""
+
+
+from types import SimpleNamespace
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Output[Dataset],
+                  validation_report: Output[HTML]) -> str:
+    """Great Expectations over the manifest and images; stops the pipeline on any failed expectation."""
+    import json
+    import shutil
+    import time
+    from pathlib import Path
+
+    from model_core.config import build_section, Config, resolve_path
+    from model_core.validation import raise_on_failure, validate_dataset
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    root = resolve_path(cfg.data.root)
+    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
+    out = Path(dataset.path)
+    result = validate_dataset(manifest, root, out / "validation", min_image_size=cfg.model.vision.image_size)
+    shutil.copy(result.report_html, validation_report.path)
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, out / "validation", "validation")
+    lineage = tracking.data_lineage(root, manifest)
+    (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    tracking.log_params(tracking_uri, mlflow_run_id, {"data": lineage})
+    dataset.metadata.update({"manifest": str(manifest), "root": str(root), **lineage})
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.validate_data.seconds": time.perf_counter() - t0})
+    raise_on_failure(result)
+    return lineage["manifest_sha256"]
+
+
+def eda(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+        figures: Output[Artifact]) -> None:
+    """EDA figures (label frequency, report length, sample grid, co-occurrence) as a run artifact."""
+    import json
+    import time
+    from pathlib import Path
+
+    from model_core.config import build_section, Config
+    from model_core.eda import run_eda
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    out = Path(figures.path)
+    paths = run_eda(out, root=dataset.metadata["root"], manifest=dataset.metadata["manifest"], split="all",
+                    limit_studies=cfg.data.limit_studies)
+    figures.metadata.update({name: p.name for name, p in paths.items()})
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, out, "eda")
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.eda.seconds": time.perf_counter() - t0})
+
+
+def train(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+          model: Output[Model]) -> None:
+    """Two-stage training through DeepSpeed; the model directory is the Model artifact."""
+    import json
+    import time
+
+    from model_core.config import build_section, Config
+    from model_core.training import train_report_model
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    model_dir = train_report_model(cfg, model.path)
+    history = json.loads((model_dir / "history.json").read_text())
+    tracking.log_history(tracking_uri, mlflow_run_id, history)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    model.metadata.update({"version": card["version"], "training_seconds": card["training_seconds"]})
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.train.seconds": time.perf_counter() - t0,
+                                                        "training_seconds": card["training_seconds"]})
+
+
+def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
+             metrics: Output[Metrics], evaluation: Output[Artifact]) -> None:
+    """Baseline and candidate on the test split, side by side, with 95 % CIs."""
+    import json
+    import time
+    from pathlib import Path
+
+    from model_core.config import build_section, Config
+    from model_core.evaluation import evaluate_candidate
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    result = evaluate_candidate(cfg, model.path, evaluation.path)
+    flat = tracking.evaluation_metrics(result)
+    for key, value in flat.items():
+        metrics.log_metric(key, value)
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {**flat, "step.evaluate.seconds": time.perf_counter() - t0})
+    out = Path(evaluation.path)
+    for name in ("metrics.json", "per_finding_f1.png", "calibration.png"):
+        tracking.log_artifacts(tracking_uri, mlflow_run_id, out / name, "evaluation")
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, out / "baseline" / "eval" / "metrics.json", "evaluation/baseline")
+
+
+def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: Input[Artifact],
+         decision: Output[Artifact]) -> bool:
+    """Clinical safety gates; returns whether the candidate may be promoted."""
+    import json
+    from pathlib import Path
+
+    from model_core.config import build_section, Config
+    from model_core.gates import gate_decision
+    from registry import tracking
+
+    cfg = build_section(Config, json.loads(config_json))
+    result = gate_decision(json.loads((Path(evaluation.path) / "metrics.json").read_text()), cfg.gate)
+    Path(decision.path).write_text(json.dumps(result, indent=2))
+    decision.metadata.update({"passed": result["passed"], "decision": result["decision"]})
+    tracking.set_tags(tracking_uri, mlflow_run_id, {"gate.passed": str(result["passed"]).lower(),
+                                                    "gate.decision": result["decision"],
+                                                    "gate.reasons": json.dumps(result["reasons"])})
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, decision.path, "gate")
+    return bool(result["passed"])
+
+
+def export(tracking_uri: str, mlflow_run_id: str, model: Input[Model], onnx_model: Output[Model]) -> None:
+    """ONNX export (FP32 + INT8 LM), parity check, latency; TensorRT only where it imports."""
+    import time
+
+    from model_core.export import export_onnx
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    report = export_onnx(model.path, onnx_model.path)
+    onnx_model.metadata.update({k: v for k, v in report.items() if isinstance(v, (str, int, float, bool))})
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, onnx_model.path, "onnx")
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.export.seconds": time.perf_counter() - t0})
+
+
+def regulatory_packet(model_name: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+                      model: Input[Model], evaluation: Input[Artifact], decision: Input[Artifact],
+                      packet: Output[Artifact]) -> str:
+    """The 510(k) packet (PDF, HTML, JSON + SHA-256 manifest), reproducible from the run."""
+    import time
+
+    from regulatory.assemble import build_run_packet
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    path = build_run_packet(run_id=mlflow_run_id, model_name=model_name, model_dir=model.path,
+                            evaluation_dir=evaluation.path, decision_path=decision.path,
+                            lineage=dict(dataset.metadata), out_dir=packet.path)
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, path, "packet")
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.regulatory_packet.seconds": time.perf_counter() - t0})
+    return str(path)
+
+
+def register_model(model_name: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
+                   decision: Input[Artifact]) -> str:
+    """Register the version with its gate tags; `champion` only when the gate passed, else `rejected`."""
+    import json
+    from pathlib import Path
+
+    from registry import models, tracking
+
+    uri = models.log_model(tracking_uri, mlflow_run_id, model.path)
+    result = models.register(tracking_uri, mlflow_run_id, uri, model_name, json.loads(Path(decision.path).read_text()))
+    tracking.set_tags(tracking_uri, mlflow_run_id, {"registered.version": result["version"],
+                                                    "registered.status": result["status"]})
+    return json.dumps(result)
+
+
+STEPS = (validate_data, eda, train, evaluate, gate, export, regulatory_packet, register_model)
+
+
+def build_components(image: str) -> SimpleNamespace:
+    """KFP components of every step, all in the given container image."""
+    return SimpleNamespace(**{fn.__name__: dsl.component(fn, base_image=image) for fn in STEPS})

@@ -1,0 +1,1 @@
+"""Pipeline definitions, the local runner, compile and schedule (wiring only)."""

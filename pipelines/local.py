@@ -1,0 +1,101 @@
+"""Run the training pipeline locally with kfp's SubprocessRunner, against a local MLflow server.
+
+`run_pipeline` starts an MLflow tracking server on 127.0.0.1 (sqlite + artifacts under the run folder)
+unless MLFLOW_TRACKING_URI is set, opens one MLflow run for the whole pipeline, runs the DAG with
+`kfp.local` (no Docker), closes the run and returns the summary that `rrg pipeline run` prints.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from model_core import __version__
+from model_core.config import Config
+from model_core.data import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LOCAL_IMAGE = f"rrg-components:{__version__}"  # recorded in the local IR; SubprocessRunner runs no container
+
+
+def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg-report-generator",
+                 summary_json: str | os.PathLike | None = None) -> dict:
+    """Run the whole pipeline on `cfg`; outputs under out_dir (kfp/, mlflow/). Returns the summary dict."""
+    from kfp import local
+
+    from pipelines.training import build_pipeline
+    from registry import tracking
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tracking.tracking_server(out / "mlflow") as uri:
+        run_id = tracking.start_run(uri, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                    tags={"pipeline": "radiology-report-training", "config": cfg.name})
+        tracking.log_params(uri, run_id, {"config": cfg.to_dict()})
+        tracking.set_tags(uri, run_id, tracking.flatten("software", tracking.software_lineage()))
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+                   raise_on_error=True)
+        pipeline = build_pipeline(LOCAL_IMAGE)
+        status = "FAILED"
+        try:
+            task = pipeline(config_json=json.dumps(cfg.to_dict()), tracking_uri=uri, mlflow_run_id=run_id,
+                            model_name=model_name)
+            registered = json.loads(task.output)
+            status = "FINISHED"
+        finally:
+            tracking.end_run(uri, run_id, status)
+        summary = collect_summary(uri, run_id, registered, out)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["mlflow_ui"] = (os.environ.get("MLFLOW_TRACKING_URI")
+                            or f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow' / 'mlflow.db'} "
+                               f"--artifacts-destination {out / 'mlflow' / 'artifacts'}  (then http://127.0.0.1:5000)")
+    if summary_json:
+        atomic_write_text(summary_json, json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
+    """Per-step times, key metrics with CIs, gate decision, registry result, packet and model paths."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    steps = {k.split(".")[1]: round(v, 1) for k, v in metrics.items() if k.startswith("step.")}
+    key = {}
+    for name in ("BLEU-4", "ROUGE-L", "CE_micro_F1", "CE_macro_F1", "hallucination_rate"):
+        base = f"eval.{name}"
+        if base in metrics:
+            key[name] = {"value": metrics[base], "ci_low": metrics.get(f"{base}.ci_low"),
+                         "ci_high": metrics.get(f"{base}.ci_high")}
+    kfp_root = out / "kfp"
+    model_dirs = sorted(kfp_root.glob("*/train/model"), key=lambda p: p.stat().st_mtime)
+    packets = sorted(kfp_root.glob("*/regulatory-packet/packet/*.zip"), key=lambda p: p.stat().st_mtime)
+    return {
+        "mlflow_run_id": run_id, "tracking_uri": uri, "steps_seconds": steps, "metrics": key,
+        "gate": {"passed": tags.get("gate.passed") == "true", "decision": tags.get("gate.decision"),
+                 "reasons": json.loads(tags.get("gate.reasons", "[]"))},
+        "registered": registered,
+        "model_dir": str(model_dirs[-1]) if model_dirs else None,
+        "packet": str(packets[-1]) if packets else None,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"== pipeline finished in {summary['wall_seconds']:.0f} s (MLflow run {summary['mlflow_run_id']})",
+             "  step times (s): " + ", ".join(f"{k} {v}" for k, v in summary["steps_seconds"].items())]
+    for name, m in summary["metrics"].items():
+        ci = f" [{m['ci_low']:.4f}, {m['ci_high']:.4f}]" if m.get("ci_low") is not None else ""
+        lines.append(f"  {name:20s} {m['value']:.4f}{ci}")
+    gate = summary["gate"]
+    lines.append(f"  gate: {gate['decision'].upper() if gate['decision'] else 'n/a'}")
+    lines += [f"    - {reason}" for reason in gate["reasons"]]
+    reg = summary["registered"]
+    lines.append(f"  registry: {reg['name']} version {reg['version']} → {reg['status']} (aliases {reg['aliases']})")
+    lines.append(f"  model directory: {summary['model_dir']}")
+    lines.append(f"  510(k) packet: {summary['packet']}")
+    lines.append(f"  MLflow UI: {summary['mlflow_ui']}")
+    return "\n".join(lines)

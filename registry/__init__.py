@@ -1,0 +1,1 @@
+"""MLflow tracking and model registry (promotion past the clinical safety gates)."""

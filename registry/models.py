@@ -1,0 +1,229 @@
+"""MLflow model registry: register every pipeline run's model, promote only past the safety gates.
+
+Aliases:  `champion` — the version served;  `previous-champion` — the one it replaced (rollback target);
+          `rejected` — the newest version that failed the gates (never served).
+Every version carries its gate results as tags; every alias move adds an audit entry (who, when, why)
+as a version tag `audit.<timestamp>`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHAMPION, PREVIOUS, REJECTED = "champion", "previous-champion", "rejected"
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured; the message says why."""
+
+
+# --------------------------------------------------------------------------- pyfunc flavour
+
+try:
+    import mlflow.pyfunc
+
+    class ReportGeneratorModel(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: loads the self-contained model directory; predicts structured reports.
+
+        Input: a DataFrame with a column `image_path` (one row per study; frontal image) and optional
+        `indication`, `age`, `sex`. Output: a list of structured-report dicts.
+        """
+
+        def load_context(self, context):
+            from model_core.evaluation import load_model_dir
+
+            self.model, self.detection, self.saved = load_model_dir(context.artifacts["model_dir"])
+
+        def predict(self, context, model_input, params=None):
+            import torch
+
+            from model_core.config import GenerationConfig, build_section
+            from model_core.data import load_image
+            from model_core.generation import generate_report
+
+            gen = build_section(GenerationConfig, self.saved.get("generation", {}), "generation.")
+            reports = []
+            for row in model_input.to_dict(orient="records"):
+                image = load_image(row["image_path"], self.model.image_size).unsqueeze(0)
+                context_ = {k: row.get(k) for k in ("indication", "age", "sex") if row.get(k) is not None}
+                report = generate_report(self.model, image, context_, gen, self.detection.get("thresholds"),
+                                         float(self.detection.get("temperature", 1.0)))
+                reports.append(report.to_dict())
+            return reports
+except ImportError:  # pragma: no cover - mlflow is a dependency; keeps model_core importable without it
+    ReportGeneratorModel = None
+
+
+def _client(tracking_uri: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri)
+
+
+def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> str:
+    """Log the model directory as a pyfunc model in the run; returns the model URI."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    repo_root = Path(__file__).resolve().parent.parent
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=ReportGeneratorModel(), artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(repo_root / "model_core"), str(repo_root / "registry")],
+            pip_requirements=_requirements())
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib import metadata
+
+    return [f"{p}=={metadata.version(p)}" for p in ("torch", "transformers", "tokenizers", "numpy", "pandas", "Pillow")]
+
+
+def _audit(client, name: str, version: str, action: str, reason: str) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+    entry = {"action": action, "by": getpass.getuser(), "at": stamp, "reason": reason}
+    client.set_model_version_tag(name, version, f"audit.{stamp}", json.dumps(entry))
+
+
+def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: dict) -> dict:
+    """Register a version tagged with its gate results; promote it to champion only when the gate passed."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Chest X-ray report generator (drafting aid)")
+    if model_uri.startswith("models:/"):
+        mv = mlflow.register_model(model_uri, name)  # MLflow 3 logged model (models:/m-…): resolves its source
+    else:
+        mv = client.create_model_version(name, model_uri, run_id=run_id)
+    version = mv.version
+    client.set_model_version_tag(name, version, "gate.passed", str(gate["passed"]).lower())
+    client.set_model_version_tag(name, version, "gate.decision", gate["decision"])
+    client.set_model_version_tag(name, version, "gate.reasons", json.dumps(gate["reasons"])[:5000])
+    for check in gate["checks"]:
+        key = f"gate.{check['name']}" + (f".{check['finding'].replace(' ', '_')}" if check["finding"] else "")
+        client.set_model_version_tag(name, version, key, json.dumps(
+            {"value": check["value"], "gated": check.get("gated_value"), "threshold": check["threshold"],
+             "passed": check["passed"]}))
+    if gate["passed"]:
+        _move_champion(client, name, version, "passed the clinical safety gates (pipeline)")
+        status = "champion"
+    else:
+        client.set_registered_model_alias(name, REJECTED, version)
+        client.set_model_version_tag(name, version, "status", "rejected")
+        _audit(client, name, version, "reject", "; ".join(gate["reasons"])[:2000])
+        status = "rejected"
+    return {"name": name, "version": version, "status": status, "aliases": aliases_of(client, name, version)}
+
+
+def aliases_of(client, name: str, version: str) -> list[str]:
+    return list(client.get_model_version(name, version).aliases)
+
+
+def _move_champion(client, name: str, version: str, reason: str) -> None:
+    current = _alias_version(client, name, CHAMPION)
+    if current is not None and current != version:
+        client.set_registered_model_alias(name, PREVIOUS, current)
+        _audit(client, name, current, "demote", f"replaced by version {version}")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "status", "champion")
+    _audit(client, name, version, "promote", reason)
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def promote(tracking_uri: str, name: str, version: str, reason: str) -> dict:
+    """Manual promotion (audited). Refuses versions that failed the gates: those are never served."""
+    client = _client(tracking_uri)
+    mv = _version(client, name, version)
+    if mv.tags.get("gate.passed") != "true":
+        raise RegistryError(f"{name} version {version} did not pass the clinical safety gates "
+                            f"({mv.tags.get('gate.reasons', 'no gate result')}); it cannot be promoted")
+    _move_champion(client, name, str(version), reason)
+    return {"name": name, "version": str(version), "aliases": aliases_of(client, name, str(version))}
+
+
+def rollback(tracking_uri: str, name: str, reason: str) -> dict:
+    """Make `previous-champion` the champion again (audited)."""
+    client = _client(tracking_uri)
+    previous = _alias_version(client, name, PREVIOUS)
+    if previous is None:
+        raise RegistryError(f"{name} has no previous-champion version to roll back to")
+    current = _alias_version(client, name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    _audit(client, name, previous, "rollback", reason)
+    if current is not None:
+        client.set_model_version_tag(name, current, "status", "rolled-back")
+        _audit(client, name, current, "rolled-back", reason)
+    return {"name": name, "champion": previous, "replaced": current}
+
+
+def _version(client, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version {version}") from None
+
+
+def history(tracking_uri: str, name: str) -> list[dict]:
+    """Every version with its aliases, gate decision and audit trail, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read model {name!r}: {exc}") from None
+    if not versions:
+        raise RegistryError(f"no registered model named {name!r}")
+    out = []
+    for found in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        mv = client.get_model_version(name, found.version)  # search results carry no aliases
+        audit = [json.loads(v) for k, v in sorted(mv.tags.items()) if k.startswith("audit.")]
+        out.append({"version": mv.version, "aliases": list(mv.aliases), "run_id": mv.run_id,
+                    "gate": mv.tags.get("gate.decision"), "status": mv.tags.get("status"),
+                    "created": mv.creation_timestamp, "audit": audit})
+    return out
+
+
+def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | os.PathLike) -> Path:
+    """Fetch the 510(k) packet logged with a version's run and verify its SHA-256 manifest."""
+    from regulatory.packet import verify_packet
+
+    client = _client(tracking_uri)
+    mv = _version(client, name, version)
+    files = [f.path for f in client.list_artifacts(mv.run_id, "packet") if f.path.endswith(".zip")]
+    if not files:
+        raise RegistryError(f"{name} version {version} (run {mv.run_id}) has no packet artifact")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        local = Path(client.download_artifacts(mv.run_id, files[0], tmp))
+        verify_packet(local)
+        target = out_dir / local.name
+        shutil.move(str(local), target)
+    return target

@@ -1,0 +1,231 @@
+"""MLflow tracking: a local tracking server, and logging of config, training, evaluation and lineage.
+
+Nothing here logs report text, pixel data or patient identifiers: params are config values, metrics
+are numbers, tags are hashes and versions, artifacts are model files, figures, metrics and the packet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "radiology-report-generator"
+
+
+# --------------------------------------------------------------------------- the server
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact directory."""
+
+    def __init__(self, root: str | os.PathLike, port: int | None = None):
+        self.root = Path(root).resolve()
+        self.port = port or _free_port()
+        self.process: subprocess.Popen | None = None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> "MlflowServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", "--workers", "1"]
+        logfile = open(self.root / "server.log", "ab")
+        env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+        self.process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.process.returncode}; see {self.root / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        log.info("MLflow tracking server at %s (sqlite + artifacts under %s)", self.uri, self.root)
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            import signal
+
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def tracking_server(root: str | os.PathLike):
+    """Yield a tracking URI: $MLFLOW_TRACKING_URI when set, else a server started here (and stopped after)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        log.info("using the MLflow tracking server at %s (MLFLOW_TRACKING_URI)", uri)
+        yield uri
+        return
+    with MlflowServer(root) as server:
+        yield server.uri
+
+
+# --------------------------------------------------------------------------- logging
+
+def flatten(prefix: str, obj, out: dict | None = None) -> dict:
+    """Nested dict → {'a.b.c': value} for MLflow params/metrics."""
+    out = {} if out is None else out
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def start_run(tracking_uri: str, run_name: str, tags: dict | None = None) -> str:
+    """Create an MLflow run in the project's experiment; returns its run id (the run is left open for steps)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+    run = client.create_run(exp_id, run_name=run_name, tags=tags or {})
+    return run.info.run_id
+
+
+def log_params(tracking_uri: str, run_id: str, params: dict) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten("", params).items()}
+    items = list(flat.items())
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=[mlflow.entities.Param(k[:250], v[:6000]) for k, v in items[start:start + 100]])
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    now = int(time.time() * 1000)
+    entries = [mlflow.entities.Metric(k[:250], float(v), now, step) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and v == v]  # NaN-free, numbers only
+    for start in range(0, len(entries), 500):
+        client.log_batch(run_id, metrics=entries[start:start + 500])
+
+
+def log_history(tracking_uri: str, run_id: str, history: dict) -> None:
+    """Per-epoch loss terms of every stage: metric '<stage>.<split>.<term>' at step = epoch."""
+    for stage, records in history.items():
+        for rec in records:
+            values = {f"{stage}.{split}.{term}": v for split in ("train", "val") for term, v in rec[split].items()}
+            values[f"{stage}.lr"] = rec["lr"]
+            log_metrics(tracking_uri, run_id, values, step=rec["epoch"])
+
+
+def evaluation_metrics(metrics: dict) -> dict[str, float]:
+    """The numbers of an evaluation (summary with CIs, critical findings, hallucination, latency) as flat metrics."""
+    out = {}
+    for key, entry in metrics.get("summary", {}).items():
+        name = "eval." + key.replace(" ", "_")
+        for part in ("value", "ci_low", "ci_high"):
+            if isinstance(entry, dict) and entry.get(part) is not None:
+                out[f"{name}{'' if part == 'value' else '.' + part}"] = entry[part]
+    for finding, det in metrics.get("critical_findings", {}).items():
+        name = "critical." + finding.replace(" ", "_")
+        for key in ("sensitivity", "specificity", "threshold", "positives", "flag_rate"):
+            if det.get(key) is not None:
+                out[f"{name}.{key}"] = det[key]
+        if det.get("sensitivity_ci") and det["sensitivity_ci"][0] is not None:
+            out[f"{name}.sensitivity.ci_low"] = det["sensitivity_ci"][0]
+    lat = metrics.get("latency")
+    if lat:
+        out["latency.batch1.p50_ms"] = lat["batch_1"]["p50_ms"]
+        out["latency.batch1.p95_ms"] = lat["batch_1"]["p95_ms"]
+        out["latency.batch8.p50_ms_per_report"] = lat["batch_8_per_report"]["p50_ms"]
+    if "calibration" in metrics:
+        out["calibration.test_ece"] = metrics["calibration"]["test_ece"]
+    return out
+
+
+def log_artifacts(tracking_uri: str, run_id: str, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    path = Path(local_path)
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:5000])
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri).set_terminated(run_id, status)
+
+
+# --------------------------------------------------------------------------- lineage
+
+def data_lineage(root: str | os.PathLike, manifest: str | os.PathLike) -> dict:
+    """Hashes that pin the training data: manifest SHA-256 and a digest over the images' checksums."""
+    import hashlib
+
+    from model_core.data import read_manifest, sha256_file
+
+    root, manifest = Path(root), Path(manifest)
+    df = read_manifest(manifest)
+    digest = hashlib.sha256()
+    for rel in sorted(df["image"]):
+        digest.update(rel.encode())
+        digest.update(sha256_file(root / rel).encode())
+    return {"manifest_sha256": sha256_file(manifest), "image_digest_sha256": digest.hexdigest(),
+            "images": int(len(df)), "studies": int(df["uid"].nunique())}
+
+
+def software_lineage() -> dict:
+    """Git commit and the versions of the packages the model depends on."""
+    from importlib import metadata
+
+    from model_core.training import model_version_string
+
+    versions = {}
+    for pkg in ("torch", "transformers", "tokenizers", "deepspeed", "peft", "mlflow", "kfp", "numpy",
+                "great-expectations", "onnxruntime"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return {"model_version": model_version_string(), "python": sys.version.split()[0], **versions}

@@ -1,0 +1,92 @@
+"""Cluster use without a cluster: the compiled IR is checked structurally, and scheduling is tested against
+a small local HTTP server that records the KFP API request (no Kubeflow exists on this machine)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import yaml
+
+from pipelines.cluster import MONTHLY_CRON, compile_pipeline, component_image, schedule_monthly
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml", "registry.example.org/radiology")
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_compiled_pipeline_has_every_step_and_the_gate_condition(compiled):
+    spec = compiled[0]
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {component_image("registry.example.org/radiology")}
+    names = set(spec["components"])
+    for step in ("validate-data", "eda", "train", "evaluate", "gate", "export", "regulatory-packet", "register-model"):
+        assert f"comp-{step}" in names
+    text = json.dumps(spec)
+    assert "gate-passed" in text and "gate-failed" in text and "triggerPolicy" in text
+
+
+def test_train_requests_a_gpu_node_and_secrets_not_literals(compiled):
+    spec, platform = compiled
+    train_exec = [e for k, e in spec["deploymentSpec"]["executors"].items() if k == "exec-train"][0]
+    assert train_exec["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert k8s["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    secret_names = {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])}
+    assert secret_names == {"mlflow-credentials", "s3-credentials"}
+    assert "password" not in json.dumps(spec).lower()
+
+
+def test_image_registry_must_be_valid(tmp_path):
+    with pytest.raises(ValueError, match="--image-registry"):
+        compile_pipeline(tmp_path / "p.yaml", "")
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def _reply(self, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        _Recorder.requests.append((self.path, body))
+        if "experiments" in self.path:
+            self._reply({"experiment_id": "exp-1", "display_name": "radiology-report-generator"})
+        elif "pipelines/upload" in self.path:
+            self._reply({"pipeline_id": "pl-1", "display_name": "x"})
+        else:
+            self._reply({"recurring_run_id": "rr-1", "display_name": "rrg-monthly-retrain"})
+
+    def do_GET(self):  # noqa: N802
+        _Recorder.requests.append((self.path, b""))
+        self._reply({})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_schedule_creates_a_monthly_recurring_run(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        package = compile_pipeline(tmp_path / "p.yaml", "registry.example.org/radiology")
+        schedule_monthly(f"http://127.0.0.1:{server.server_port}", package, params={"model_name": "m"})
+    finally:
+        server.shutdown()
+    runs = [json.loads(body) for path, body in _Recorder.requests if path.endswith("/recurringruns")]
+    assert runs, [p for p, _ in _Recorder.requests]
+    trigger = runs[0]["trigger"]["cron_schedule"]
+    assert trigger["cron"] == MONTHLY_CRON == "0 0 2 1 * *"
+    assert runs[0]["max_concurrency"] == "1" or runs[0]["max_concurrency"] == 1
