@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/rrg run --config $(CONFIG) --out $(OUT)
+	$(VENV)/bin/rrg pipeline run --config $(CONFIG) --out $(OUT) --summary-json $(OUT)/summary.json
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

@@ -46,20 +46,20 @@ def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, datas
 
 def eda(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
         figures: Output[Artifact]) -> None:
-    """EDA figures (label frequency, report length, sample grid, co-occurrence) as a run artifact."""
+    """EDA figures, per-split statistics and labeler-vs-MeSH agreement as a run artifact."""
     import json
     import time
     from pathlib import Path
 
     from model_core.config import build_section, Config
-    from model_core.eda import run_eda
+    from model_core.eda import run_data_report
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
     out = Path(figures.path)
-    paths = run_eda(out, root=dataset.metadata["root"], manifest=dataset.metadata["manifest"], split="all",
-                    limit_studies=cfg.data.limit_studies)
+    paths = run_data_report(out, root=dataset.metadata["root"], manifest=dataset.metadata["manifest"],
+                            limit_studies=cfg.data.limit_studies)
     figures.metadata.update({name: p.name for name, p in paths.items()})
     tracking.log_artifacts(tracking_uri, mlflow_run_id, out, "eda")
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.eda.seconds": time.perf_counter() - t0})

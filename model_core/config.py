@@ -146,6 +146,7 @@ class GateConfig:
     specificity_floor: float = 0.60
     gate_on_ci_lower_bound: bool = True         # gate on the conservative end of each 95 % CI
     min_positives: int = 10                      # fewer test positives for a critical finding → fail closed
+                                                 # (0 = findings without positives are not gated: development only)
 
 
 @dataclass

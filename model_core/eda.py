@@ -382,3 +382,33 @@ def _describe(words: np.ndarray) -> dict:
 
 def _short_source(source: str) -> str:
     return source.split(" (")[0]
+
+
+def run_data_report(out_dir: str | os.PathLike, *, root: str | os.PathLike, manifest: str | os.PathLike,
+                    limit_studies: int | None = None) -> dict[str, Path]:
+    """The pipeline's EDA step: the figures of `run_eda`, plus per-split statistics (`data_stats.json`) and
+    the report labeler's agreement with the MeSH labels (`labeler_agreement.json`)."""
+    from model_core.data import atomic_write_text, dataset_stats, load_iu_xray
+    from model_core.labels import labeler_agreement
+
+    out_dir = Path(out_dir)
+    paths = run_eda(out_dir, root=root, split="all", manifest=manifest, limit_studies=limit_studies)
+    stats = {split: dataset_stats(load_iu_xray(root, split=split, manifest=manifest, limit_studies=limit_studies))
+             for split in ("train", "val", "test")}
+    paths["data_stats"] = out_dir / "data_stats.json"
+    atomic_write_text(paths["data_stats"], json.dumps(stats, indent=2) + "\n")
+    agreement = labeler_agreement(manifest)
+    paths["labeler_agreement"] = out_dir / "labeler_agreement.json"
+    atomic_write_text(paths["labeler_agreement"], json.dumps(_finite(agreement), indent=2) + "\n")
+    return paths
+
+
+def _finite(obj):
+    """NaN (undefined F1 of a label nobody marks) → null, so the JSON stays strict."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

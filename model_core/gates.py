@@ -33,7 +33,10 @@ def gate_decision(metrics: dict, cfg: GateConfig) -> dict:
         positives = det["positives"]
         low = det["sensitivity_ci"][0]
         value = low if conservative else det["sensitivity"]
-        if positives < cfg.min_positives:
+        if positives == 0 and cfg.min_positives == 0:
+            passed = True  # explicit opt-out for development data; the production config keeps min_positives >= 10
+            reason = f"{finding}: no positive test studies; not gated (min_positives: 0, development setting)"
+        elif positives < cfg.min_positives:
             passed = False
             reason = (f"{finding}: only {positives} positive test stud{'y' if positives == 1 else 'ies'} "
                       f"(< {cfg.min_positives}); sensitivity cannot be estimated, gate fails closed")

@@ -58,43 +58,60 @@ def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg
 
 
 def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
-    """Per-step times, key metrics with CIs, gate decision, registry result, packet and model paths."""
+    """Per-step times, key metrics with CIs (model and baseline), gate decision, registry result, paths."""
     import mlflow
 
-    client = mlflow.MlflowClient(uri)
-    run = client.get_run(run_id)
+    run = mlflow.MlflowClient(uri).get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
     steps = {k.split(".")[1]: round(v, 1) for k, v in metrics.items() if k.startswith("step.")}
-    key = {}
-    for name in ("BLEU-4", "ROUGE-L", "CE_micro_F1", "CE_macro_F1", "hallucination_rate"):
-        base = f"eval.{name}"
-        if base in metrics:
-            key[name] = {"value": metrics[base], "ci_low": metrics.get(f"{base}.ci_low"),
-                         "ci_high": metrics.get(f"{base}.ci_high")}
-    kfp_root = out / "kfp"
-    model_dirs = sorted(kfp_root.glob("*/train/model"), key=lambda p: p.stat().st_mtime)
-    packets = sorted(kfp_root.glob("*/regulatory-packet/packet/*.zip"), key=lambda p: p.stat().st_mtime)
+    run_root = max((out / "kfp").glob("*/"), key=lambda p: p.stat().st_mtime)
+    evaluation = json.loads((run_root / "evaluate" / "evaluation" / "metrics.json").read_text())
+    packets = sorted(run_root.glob("regulatory-packet/packet/*.zip"))
     return {
-        "mlflow_run_id": run_id, "tracking_uri": uri, "steps_seconds": steps, "metrics": key,
+        "mlflow_run_id": run_id, "tracking_uri": uri, "steps_seconds": steps,
+        "test_studies": evaluation["n_studies"],
+        "metrics": {"model": evaluation["summary"], "baseline": evaluation.get("baseline", {})},
+        "critical_findings": {f: {k: d[k] for k in ("sensitivity", "sensitivity_ci", "specificity", "positives",
+                                                       "threshold", "flag_rate")}
+                              for f, d in evaluation["critical_findings"].items()},
+        "latency": evaluation.get("latency"),
         "gate": {"passed": tags.get("gate.passed") == "true", "decision": tags.get("gate.decision"),
                  "reasons": json.loads(tags.get("gate.reasons", "[]"))},
         "registered": registered,
-        "model_dir": str(model_dirs[-1]) if model_dirs else None,
+        "model_dir": str(run_root / "train" / "model"),
         "packet": str(packets[-1]) if packets else None,
     }
 
 
+def _ci(entry) -> str:
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return "n/a"
+    if entry.get("ci_low") is None:
+        return f"{entry['value']:.4f}"
+    return f"{entry['value']:.4f} [{entry['ci_low']:.4f}, {entry['ci_high']:.4f}]"
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"== pipeline finished in {summary['wall_seconds']:.0f} s (MLflow run {summary['mlflow_run_id']})",
-             "  step times (s): " + ", ".join(f"{k} {v}" for k, v in summary["steps_seconds"].items())]
-    for name, m in summary["metrics"].items():
-        ci = f" [{m['ci_low']:.4f}, {m['ci_high']:.4f}]" if m.get("ci_low") is not None else ""
-        lines.append(f"  {name:20s} {m['value']:.4f}{ci}")
+             "  step times (s): " + ", ".join(f"{k} {v}" for k, v in summary["steps_seconds"].items()),
+             f"  test split: {summary['test_studies']} studies; model vs template baseline (95% bootstrap CI)"]
+    model, base = summary["metrics"]["model"], summary["metrics"]["baseline"]
+    for name in ("BLEU-4", "ROUGE-L", "CE micro F1", "CE macro F1", "hallucination rate"):
+        lines.append(f"    {name:19s} {_ci(model.get(name)):34s} baseline {_ci(base.get(name))}")
+    for finding, d in summary["critical_findings"].items():
+        sens = "n/a" if d["sensitivity"] is None else f"{d['sensitivity']:.2f}"
+        low = d["sensitivity_ci"][0]
+        lines.append(f"    {finding:17s} sensitivity {sens} (95% CI low {'n/a' if low is None else f'{low:.2f}'}, "
+                     f"{d['positives']} positives), specificity {d['specificity']:.2f}, flags {d['flag_rate']:.0%}")
+    lat = summary.get("latency")
+    if lat:
+        lines.append(f"    latency (torch, beam {lat['num_beams']}): batch 1 p50 {lat['batch_1']['p50_ms']:.0f} ms, "
+                     f"batch 8 p50 {lat['batch_8_per_report']['p50_ms']:.0f} ms/report")
     gate = summary["gate"]
     lines.append(f"  gate: {gate['decision'].upper() if gate['decision'] else 'n/a'}")
     lines += [f"    - {reason}" for reason in gate["reasons"]]
     reg = summary["registered"]
-    lines.append(f"  registry: {reg['name']} version {reg['version']} → {reg['status']} (aliases {reg['aliases']})")
+    lines.append(f"  registry: {reg['name']} version {reg['version']} -> {reg['status']} (aliases {reg['aliases']})")
     lines.append(f"  model directory: {summary['model_dir']}")
     lines.append(f"  510(k) packet: {summary['packet']}")
     lines.append(f"  MLflow UI: {summary['mlflow_ui']}")

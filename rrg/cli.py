@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from model_core.config import ConfigError, REPO_ROOT, load_config, resolve_path
@@ -211,83 +210,6 @@ def cmd_packet_download(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- main job
-
-def cmd_run(args) -> int:
-    """The main job (until the pipeline exists): stats, labeler agreement, EDA, baseline, report model."""
-    from model_core.baseline import evaluate_baseline, train_baseline
-    from model_core.data import atomic_write_text, dataset_stats, load_split
-    from model_core.eda import run_eda
-    from model_core.evaluation import evaluate_model_dir
-    from model_core.labels import labeler_agreement
-    from model_core.training import train_report_model
-
-    cfg = _config(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings, started = {}, time.perf_counter()
-
-    def step(name, fn):
-        t0 = time.perf_counter()
-        log.info("step %s …", name)
-        result = fn()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        return result
-
-    root = resolve_path(cfg.data.root)
-    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
-    stats = step("data_stats", lambda: {s: dataset_stats(load_split(cfg.data, s)) for s in ("train", "val", "test")})
-    atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
-    agreement = step("labeler_agreement", lambda: labeler_agreement(manifest))
-    atomic_write_text(out / "labeler_agreement.json", json.dumps(agreement, indent=2, default=_json_safe))
-    eda_paths = step("eda", lambda: run_eda(out / "eda", root=root, split="all", manifest=cfg.data.manifest and manifest))
-    baseline_dir = step("baseline_train", lambda: train_baseline(cfg, out / "baseline" / "model"))
-    baseline = step("baseline_evaluate", lambda: evaluate_baseline(
-        baseline_dir, manifest=manifest, images_root=root, out_dir=out / "baseline" / "eval", split="test",
-        n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed, section=cfg.eval.section,
-        limit_studies=cfg.data.limit_studies))
-    model_dir = step("model_train", lambda: train_report_model(cfg, out / "model"))
-    model = step("model_evaluate", lambda: evaluate_model_dir(
-        model_dir, manifest, root, out / "eval", split="test", eval_cfg=cfg.eval, baseline_metrics=baseline,
-        limit_studies=cfg.data.limit_studies))
-
-    print("\n== main job finished in %.0f s (config %s)" % (time.perf_counter() - started, args.config))
-    for split, st in stats.items():
-        print(f"  {split:5s}: {st['studies']} studies, {st['images']} images, {st['mean_report_words']:.1f} words/report")
-    print(f"  labeler vs MeSH: micro-F1 {agreement['micro']['f1']:.3f}, macro-F1 {agreement['macro']['f1']:.3f}")
-    print(f"  test split: {model['n_studies']} studies    model vs template baseline (95% bootstrap CI)")
-    for key in ("BLEU-4", "ROUGE-L", "CE micro F1", "CE macro F1"):
-        print(f"    {key:12s} model {_ci(model['summary'][key])}   baseline {_ci(baseline['summary'][key])}")
-    hall = model["hallucination"]["vs_ground_truth"]["rate"]
-    print(f"    hallucination rate (critical findings unsupported by truth): {_ci(hall)}")
-    for label, det in model["critical_findings"].items():
-        sens = "n/a" if det["sensitivity"] is None else f"{det['sensitivity']:.2f}"
-        print(f"    {label:16s} sensitivity {sens} ({det['positives']} positives), specificity {det['specificity']:.2f}")
-    lat = model.get("latency", {})
-    if lat:
-        print(f"    latency beam {lat['num_beams']}: batch 1 p50 {lat['batch_1']['p50_ms']:.0f} ms, "
-              f"batch 8 p50 {lat['batch_8_per_report']['p50_ms']:.0f} ms/report")
-    print(f"  step times (s): {timings}")
-    print(f"  outputs under {out.resolve()}:")
-    print(f"    data_stats.json, labeler_agreement.json, eda/ ({', '.join(p.name for p in eda_paths.values())})")
-    print(f"    baseline/eval/metrics.json, model/ (model directory), eval/metrics.json, eval/predictions.jsonl")
-    return 0
-
-
-def _ci(entry) -> str:
-    if isinstance(entry, dict):
-        if entry.get("value") is None:
-            return "n/a"
-        if entry.get("ci_low") is None:
-            return f"{entry['value']:.4f}"
-        return f"{entry['value']:.4f} [{entry['ci_low']:.4f}, {entry['ci_high']:.4f}]"
-    return "n/a" if entry is None else f"{entry:.4f}"
-
-
-def _json_safe(obj):
-    return str(obj)
-
-
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,10 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/demo.yaml)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. baseline.epochs=2")
         return p
-
-    run = with_config(sub.add_parser("run", help="the main job on the embedded data"))
-    run.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "demo")
-    run.set_defaults(func=cmd_run)
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     stats = with_config(data.add_parser("stats", help="studies, images, label distribution, report length"))

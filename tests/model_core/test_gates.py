@@ -47,3 +47,12 @@ def test_hallucination_upper_bound_is_gated():
 def test_missing_metrics_are_named():
     with pytest.raises(ValueError, match="critical_findings"):
         gate_decision({}, GateConfig())
+
+
+def test_min_positives_zero_is_an_explicit_development_opt_out():
+    metrics = _metrics(positives=0, tp=0)
+    for det in metrics["critical_findings"].values():
+        det["sensitivity_ci"] = (None, None)
+    assert not gate_decision(metrics, GateConfig())["passed"]
+    relaxed = gate_decision(metrics, GateConfig(min_positives=0))
+    assert relaxed["passed"] and any("not gated" in c["reason"] for c in relaxed["checks"])
