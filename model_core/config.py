@@ -134,6 +134,7 @@ class TrainConfig:
 class GenerationConfig:
     num_beams: int = 4
     max_new_tokens: int = 96
+    min_new_tokens: int = 0
     no_repeat_ngram_size: int = 3
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
@@ -141,7 +142,8 @@ class GenerationConfig:
 
 @dataclass
 class GateConfig:
-    critical_sensitivity_target: float = 0.98   # operating point chosen on validation; gate: > this on test
+    operating_point_sensitivity: float = 0.98   # critical-finding thresholds reach this sensitivity on validation
+    critical_sensitivity_min: float = 0.98      # gate: test sensitivity (CI lower bound) must be > this
     hallucination_rate_max: float = 0.03
     specificity_floor: float = 0.60
     gate_on_ci_lower_bound: bool = True         # gate on the conservative end of each 95 % CI

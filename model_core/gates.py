@@ -41,13 +41,13 @@ def gate_decision(metrics: dict, cfg: GateConfig) -> dict:
             reason = (f"{finding}: only {positives} positive test stud{'y' if positives == 1 else 'ies'} "
                       f"(< {cfg.min_positives}); sensitivity cannot be estimated, gate fails closed")
         else:
-            passed = value is not None and value > cfg.critical_sensitivity_target
+            passed = value is not None and value > cfg.critical_sensitivity_min
             reason = (f"{finding}: sensitivity {'95% CI lower bound ' if conservative else ''}"
-                      f"{_fmt(value)} {'>' if passed else '<='} {cfg.critical_sensitivity_target} "
+                      f"{_fmt(value)} {'>' if passed else '<='} {cfg.critical_sensitivity_min} "
                       f"({det['tp']}/{positives} detected)")
         checks.append({"name": "critical_sensitivity", "finding": finding, "metric": "sensitivity",
                        "value": det["sensitivity"], "ci_low": low, "ci_high": det["sensitivity_ci"][1],
-                       "gated_value": value, "positives": positives, "threshold": cfg.critical_sensitivity_target,
+                       "gated_value": value, "positives": positives, "threshold": cfg.critical_sensitivity_min,
                        "comparison": ">", "passed": passed, "reason": reason})
         spec = det["specificity"]
         spec_ok = spec is not None and spec >= cfg.specificity_floor

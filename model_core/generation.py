@@ -107,6 +107,7 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
         raise ValueError(f"the prompt ({ids.shape[1]} tokens) leaves no room in the LM's {model.max_positions} positions")
     out = model.language_model.generate(
         inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new, num_beams=gen.num_beams,
+        min_new_tokens=min(gen.min_new_tokens, max_new),
         no_repeat_ngram_size=gen.no_repeat_ngram_size, repetition_penalty=gen.repetition_penalty,
         length_penalty=gen.length_penalty, early_stopping=True, do_sample=False,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

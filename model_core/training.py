@@ -436,7 +436,7 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     _, val_logits, val_targets = study_probabilities(model, val_ds, cfg.train.batch_size)
     calibration = fit_temperature(val_logits, val_targets)
     val_probs = 1 / (1 + np.exp(-val_logits / calibration["temperature"]))
-    operating = choose_thresholds(val_probs, val_targets, cfg.gate.critical_sensitivity_target)
+    operating = choose_thresholds(val_probs, val_targets, cfg.gate.operating_point_sensitivity)
     detection = {"temperature": calibration["temperature"], "calibration": calibration,
                  "val_ece": expected_calibration_error(val_probs, val_targets), **operating}
     card = {
