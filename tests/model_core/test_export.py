@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
-from conftest import tiny_model_config  # noqa: E402
+from tiny_models import tiny_model_config  # noqa: E402
 
 from model_core import export as export_mod  # noqa: E402
 from model_core.config import GenerationConfig  # noqa: E402

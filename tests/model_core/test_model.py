@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import tiny_model_config
+from tiny_models import tiny_model_config
 from model_core.model import ModelInputError, RadiologyMultimodalModel
 from model_core.tokenizer import build_prompt, encode_example, pad_batch
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import tiny_model_config, tiny_train_config
+from tiny_models import tiny_model_config, tiny_train_config
 from model_core.model import RadiologyMultimodalModel
 from model_core.training import StopTraining, plan_stages, train_two_stage
 

@@ -5,20 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from markupsafe import escape
-
-try:
-    import regulatory.packet  # noqa: F401 — found when pytest runs from the repo root (`python -m pytest`)
-except ModuleNotFoundError:
-    # Plain `pytest`: the repo root is not on sys.path (pyproject installs only model_core and rrg), and
-    # tests/regulatory itself is then importable as a namespace package "regulatory"; drop it, add the root.
-    sys.modules.pop("regulatory", None)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from regulatory.packet import (
