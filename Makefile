@@ -22,6 +22,7 @@ run: $(STAMP)
 	$(VENV)/bin/rrg pipeline run --config $(CONFIG) --out $(OUT) --summary-json $(OUT)/summary.json
 
 test: $(STAMP)
+	bash scripts/install_orthanc.sh
 	$(PY) -m pytest -n 2 -q tests
 
 clean:

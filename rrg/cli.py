@@ -210,6 +210,16 @@ def cmd_packet_download(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serving
+
+def cmd_serve(args) -> int:
+    from serving.app import serve
+
+    serve(args.model, host=args.host, port=args.port, pacs_url=args.pacs_url, backend=args.backend,
+          precision=args.precision, audit_log=args.audit_log)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--reason", required=True, help="recorded in the audit trail")
         r.set_defaults(func=cmd_registry)
 
+    srv = sub.add_parser("serve", help="the report API (FastAPI): PACS over DICOMweb, batching, FHIR")
+    srv.add_argument("--model", required=True, help="model directory or models:/NAME@champion")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--pacs-url", default=None, help="DICOMweb root (default: $RRG_PACS_URL)")
+    srv.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
+    srv.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    srv.add_argument("--audit-log", type=Path, default=None, help="append-only JSONL audit log")
+    srv.set_defaults(func=cmd_serve)
+
     packet = sub.add_parser("packet", help="510(k) packets").add_subparsers(dest="packet_command", required=True)
     p_dl = packet.add_parser("download", help="fetch a version's packet and verify its hashes")
     p_dl.add_argument("--model", default="rrg-report-generator")
@@ -324,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

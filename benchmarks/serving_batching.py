@@ -1,0 +1,202 @@
+"""Throughput and latency of the service's dynamic batcher: 1 client vs 8 concurrent clients.
+
+    .venv/bin/python benchmarks/serving_batching.py [--model-dir DIR] [--backend auto|torch|onnxruntime]
+                                                   [--requests-1 16] [--requests-8 64] [--json OUT]
+
+Runs `serving.batching.MicroBatcher` (max batch 8, max wait 100 ms, as the service) in this process around the
+service's backend (`serving.backends.load_model`: ONNX Runtime with the INT8 decoder on CPU by default, exported
+on startup when needed) on embedded IU X-ray test images, beam search as configured. Scenarios:
+
+    baseline  1 client, no batching (max batch 1, no wait): plain sequential inference
+    1 client  1 client, the service's batcher (each request waits up to 100 ms for company, finds none)
+    8 clients 8 concurrent clients, the service's batcher
+
+and prints throughput (reports/s), p50/p95/p99 latency per request, the mean batch size, and the throughput
+ratio 8 clients : 1 client (goal ≥ 3×). Without --model-dir a model of the demo config's size
+(configs/demo.yaml: ViT d_v 128 → LM d_l 192, 3 layers) with untrained weights is built in a temporary
+directory: an untrained LM rarely emits end-of-report, so every report runs to max_new_tokens (96), the
+slowest case; a trained model (`make run` → runs/demo/model) gives shorter reports. Each scenario is bounded
+by its request count; one untimed warm-up batch precedes each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="trained model directory (default: runs/demo/model if present, else an untrained "
+                        "demo-size model in a temporary directory)")
+    p.add_argument("--size", default="demo", choices=("demo", "tiny"),
+                   help="architecture of the untrained model built when no model directory is used: demo "
+                        "(configs/demo.yaml) or tiny (the tests' hidden-32 model)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--num-beams", type=int, default=None, help="override the model's beam width (1 = greedy)")
+    p.add_argument("--requests-1", type=int, default=16, help="timed requests of the 1-client scenarios (16)")
+    p.add_argument("--requests-8", type=int, default=64, help="timed requests of the 8-client scenario (64)")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-wait-ms", type=float, default=100.0)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def tiny_model_config():
+    """The tests' tiny model (tests/conftest.py): hidden 32, 2 layers, 32-px images, vocab 400."""
+    from model_core.config import ModelConfig, TextConfig, VisionConfig
+
+    return ModelConfig(
+        vision=VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
+                            intermediate_size=64, pool_tokens=4),
+        text=TextConfig(hidden_size=32, num_layers=2, num_heads=2, max_positions=512, vocab_size=400, dropout=0.0),
+        projector_hidden=64,
+    )
+
+
+def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo.yaml", size: str = "demo") -> Path:
+    """A complete model directory with the demo config's (or the tiny) architecture and untrained weights (seeded);
+    generation settings are the demo config's (beam 4, 96 new tokens)."""
+    import torch
+
+    from model_core.config import load_config
+    from model_core.data import load_iu_xray
+    from model_core.model import RadiologyMultimodalModel
+    from model_core.tokenizer import clean_target, train_report_tokenizer
+
+    cfg = load_config(config)
+    if size == "tiny":
+        cfg.model = tiny_model_config()
+    reports = load_iu_xray(split="train", limit_studies=600)["reports"]
+    tokenizer = train_report_tokenizer([clean_target(r) for r in reports], cfg.model.text.vocab_size)
+    torch.manual_seed(0)
+    model = RadiologyMultimodalModel(cfg.model, tokenizer).eval()
+    model.save_pretrained(out)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "detection.json").write_text(json.dumps({"temperature": 1.0, "thresholds": {}}))
+    (out / "model_card.json").write_text(json.dumps({"name": f"{size}-untrained", "version": f"{size}-untrained"}))
+    return out
+
+
+def resolve_model_dir(arg: Path | None, tmp: Path, size: str = "demo") -> tuple[Path, str]:
+    default = REPO_ROOT / "runs" / "demo" / "model"
+    if arg is not None:
+        return arg, "given"
+    if size == "demo" and (default / "model_card.json").is_file():
+        return default, "trained (runs/demo/model)"
+    return build_demo_model_dir(tmp / "model", size=size), f"untrained, {size}-size"
+
+
+def percentiles(samples: list[float]) -> dict:
+    import numpy as np
+
+    arr = np.asarray(samples) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(arr, q)), 1) for q in (50, 95, 99)}
+
+
+async def run_scenario(backend, images, contexts, clients: int, requests: int, max_batch: int,
+                       max_wait_ms: float) -> dict:
+    from serving.batching import MicroBatcher
+
+    batcher = MicroBatcher(lambda items: backend.generate([i for i, _ in items], [c for _, c in items]),
+                           max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max(256, requests))
+    await batcher.start()
+    n = len(images)
+    # warm-up (untimed): one full batch, so the runtime has seen the batch shape
+    await asyncio.gather(*(batcher.submit((images[i % n], contexts[i % n])) for i in range(max_batch)))
+    batcher.batch_sizes.clear()
+    latencies: list[float] = []
+    counter = itertools.count()
+
+    async def client():
+        while (i := next(counter)) < requests:
+            t0 = time.perf_counter()
+            await batcher.submit((images[i % n], contexts[i % n]))
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - started
+    sizes = list(batcher.batch_sizes)
+    await batcher.close()
+    return {"clients": clients, "requests": requests, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+            "wall_s": round(wall, 2), "throughput_rps": round(requests / wall, 2), **percentiles(latencies),
+            "mean_batch_size": round(sum(sizes) / len(sizes), 2)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from model_core.export import _test_studies
+    from serving.backends import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="rrg-bench-") as tmp:
+        model_dir, kind = resolve_model_dir(args.model_dir, Path(tmp), args.size)
+        gen = None
+        if args.num_beams is not None:
+            from dataclasses import replace
+
+            from model_core.config import GenerationConfig, build_section
+
+            saved = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+            gen = replace(build_section(GenerationConfig, saved.get("generation", {}), "generation."),
+                          num_beams=args.num_beams)
+        t0 = time.perf_counter()
+        loaded = load_model(model_dir, backend=args.backend, threads=args.threads, gen=gen)
+        load_s = time.perf_counter() - t0
+        images, contexts = _test_studies(8, loaded.backend.image_size)
+        studies = [images[i] for i in range(len(images))]            # each (1, 1, H, W): one frontal view
+        print(f"model {model_dir} ({kind}), backend {loaded.backend.name}, beams {loaded.gen.num_beams}, "
+              f"max {loaded.gen.max_new_tokens} new tokens, loaded in {load_s:.1f} s; "
+              f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+        scenarios = {
+            "baseline (1 client, no batching)": (1, args.requests_1, 1, 0.0),
+            f"1 client, batcher ({args.max_batch}, {args.max_wait_ms:.0f} ms)": (1, args.requests_1, args.max_batch,
+                                                                                args.max_wait_ms),
+            f"8 clients, batcher ({args.max_batch}, {args.max_wait_ms:.0f} ms)": (8, args.requests_8, args.max_batch,
+                                                                                 args.max_wait_ms),
+        }
+        results = {}
+        for name, (clients, requests, max_batch, wait) in scenarios.items():
+            results[name] = asyncio.run(run_scenario(loaded.backend, studies, contexts, clients, requests,
+                                                     max_batch, wait))
+    head = f"{'scenario':<34} {'req':>4} {'rps':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6}"
+    print(head + "\n" + "-" * len(head))
+    for name, r in results.items():
+        print(f"{name:<34} {r['requests']:>4} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
+              f"{r['p99_ms']:>8.0f} {r['mean_batch_size']:>6.2f}")
+    base, one, eight = (results[k]["throughput_rps"] for k in results)
+    ratio = eight / one
+    print(f"\nthroughput 8 clients : 1 client (both batched) = {ratio:.2f}× (goal ≥ 3×: "
+          f"{'met' if ratio >= 3 else 'NOT met'}); 8 clients : unbatched baseline = {eight / base:.2f}×")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "model": str(model_dir), "model_kind": kind, "backend": loaded.backend.name,
+            "num_beams": loaded.gen.num_beams, "max_new_tokens": loaded.gen.max_new_tokens,
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "scenarios": results, "ratio_8_vs_1": round(ratio, 2), "ratio_8_vs_baseline": round(eight / base, 2),
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

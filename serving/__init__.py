@@ -1,0 +1,1 @@
+"""Serving: the FastAPI inference service and its inputs (uploads, DICOM, PACS, FHIR)."""

@@ -1,0 +1,133 @@
+"""Bearer-token authentication with scopes, and the append-only audit log.
+
+Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=...)`):
+
+    RRG_API_TOKENS="<token>[:<scope>[+<scope>…]][,<scope>…],<token>…"
+
+- entries are comma-separated; an entry `TOKEN` alone holds every scope;
+- `TOKEN:scope` gives that token the scope; further scopes follow with `+`, or as the next comma-separated
+  items as long as they are scope names (so `tokA:report.write,report.read,tokB:report.read` gives tokA both
+  scopes and tokB read only);
+- scopes: `report.write` (POST …/report, …/report:upload) and `report.read` (GET /api/v1/reports/…);
+  `/healthz`, `/readyz`, `/metrics` and the OpenAPI document need no token (they carry no PHI);
+- a token is at least 16 characters of [A-Za-z0-9._~-] (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`).
+
+A token is identified in logs and the audit log only by `token_id`: the first 16 hex digits of its SHA-256.
+Requests without a valid token get 401 (with `WWW-Authenticate: Bearer`), with a valid token lacking the
+scope 403 (`error="insufficient_scope"`).
+
+The audit log is a JSONL file opened in append mode: one line per report request or report read, holding
+when, who (token id), the study id's SHA-256, the report id, the model version, the review flag and the HTTP
+status; no report text, no clinical context, no UIDs in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCOPES = ("report.write", "report.read")
+ENV_TOKENS = "RRG_API_TOKENS"
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~\-]{16,512}$")
+
+
+class AuthConfigError(ValueError):
+    """RRG_API_TOKENS is malformed; the message says which entry (by position, never the token) and why."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    scopes: frozenset[str]
+
+
+def token_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_tokens(spec: str) -> dict[str, Principal]:
+    """RRG_API_TOKENS text → {sha256(token): Principal}. See the module docstring for the format."""
+    entries: list[tuple[str, set[str]]] = []
+    for position, raw in enumerate(item.strip() for item in spec.split(",")):
+        if not raw:
+            continue
+        if raw in SCOPES and entries and entries[-1][1]:
+            entries[-1][1].add(raw)          # a scope continuing the previous token's list
+            continue
+        token, _, scope_text = raw.partition(":")
+        if not _TOKEN_RE.match(token):
+            raise AuthConfigError(f"{ENV_TOKENS} entry {position + 1}: a token must be 16-512 characters of "
+                                  "[A-Za-z0-9._~-]" + (f"; {raw!r} is a scope name with no token before it"
+                                                       if raw in SCOPES else ""))
+        scopes = {s.strip() for s in scope_text.split("+")} if scope_text else set()
+        unknown = sorted(scopes - set(SCOPES))
+        if unknown:
+            raise AuthConfigError(f"{ENV_TOKENS} entry {position + 1}: unknown scope(s) {unknown}; "
+                                  f"known: {list(SCOPES)}")
+        entries.append((token, scopes))
+    out: dict[str, Principal] = {}
+    for token, scopes in entries:
+        out[sha256_hex(token)] = Principal(token_id(token), frozenset(scopes or SCOPES))
+    return out
+
+
+def load_tokens(tokens: str | dict | None) -> dict[str, Principal]:
+    """create_app's `tokens`: a spec string, {token: [scopes]}, or None (read RRG_API_TOKENS)."""
+    if tokens is None:
+        tokens = os.environ.get(ENV_TOKENS, "")
+    if isinstance(tokens, dict):
+        spec = ",".join(f"{t}:{'+'.join(s)}" if s else t for t, s in tokens.items())
+        return parse_tokens(spec)
+    return parse_tokens(tokens)
+
+
+class Authenticator:
+    def __init__(self, tokens: dict[str, Principal]):
+        self.tokens = tokens
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        if not authorization:
+            return None
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return None
+        return self.tokens.get(sha256_hex(credentials.strip()))
+
+
+class AuditLog:
+    """Append-only JSONL audit trail (one JSON object per line, flushed per record)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # O_APPEND: every write lands at the end, even with several processes writing the same file.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+
+    def record(self, event: str, who: str | None, study_id: str | None, status: int, model_version: str | None,
+               report_id: str | None = None, requires_review: bool | None = None) -> None:
+        entry = {
+            "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "event": event, "who": who, "study_sha256": sha256_hex(study_id) if study_id else None,
+            "report_id": report_id, "model_version": model_version, "requires_review": requires_review,
+            "status": status,
+        }
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()

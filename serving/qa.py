@@ -1,0 +1,66 @@
+"""Online quality assurance of each generated report: when must a radiologist look first?
+
+Two independent readings of the critical findings (pneumothorax, fracture, lung lesion, pleural effusion):
+- the detection head, positive when its calibrated probability reaches the model's operating threshold
+  (`detection.json`: screening points tuned on validation for high sensitivity);
+- the report labeler (`model_core.labels.text_mentions`) on the generated text, positive when the text asserts
+  the finding or raises it as possible (uncertain counts: "cannot exclude pneumothorax" must be seen).
+
+Review is required when they disagree in either direction, or when a critical finding listed in the report has
+a confidence below the request's `confidence_threshold`. Reasons name only findings and numbers (no report
+text, no identifiers), so they may be logged, counted and returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX, NEGATIVE
+
+DETECTOR_ONLY, TEXT_ONLY, LOW_CONFIDENCE = "detector_only", "text_only", "low_confidence"
+
+
+@dataclass
+class QAResult:
+    requires_review: bool
+    reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)          # one of the constants above per reason
+    detector_critical: list[str] = field(default_factory=list)
+    text_critical: list[str] = field(default_factory=list)
+
+
+def review(text: str, probs: np.ndarray, thresholds: dict[str, float], confidence_threshold: float,
+           findings: list | None = None) -> QAResult:
+    """Compare detector and text on the critical findings; see the module docstring.
+
+    findings: the structured report's findings (objects with .label, .confidence, .is_critical); the
+    low-confidence rule looks at the critical ones among them.
+    """
+    from model_core.labels import text_mentions
+
+    mentions = text_mentions(text)
+    detector, in_text, reasons, kinds = [], [], [], []
+    for label in CRITICAL_FINDINGS:
+        p, t = float(probs[LABEL_INDEX[label]]), float(thresholds.get(label, 0.5))
+        det = p >= t
+        txt = mentions.get(label, NEGATIVE) != NEGATIVE
+        if det:
+            detector.append(label)
+        if txt:
+            in_text.append(label)
+        if det and not txt:
+            reasons.append(f"{label}: the detector flags it (p={p:.2f} ≥ threshold {t:.2f}) but the report text "
+                           "does not state it")
+            kinds.append(DETECTOR_ONLY)
+        elif txt and not det:
+            reasons.append(f"{label}: the report text states it but the detector does not support it "
+                           f"(p={p:.2f} < threshold {t:.2f})")
+            kinds.append(TEXT_ONLY)
+    for f in findings or []:
+        if f.is_critical and f.confidence < confidence_threshold:
+            reasons.append(f"{f.label}: critical finding reported with confidence {f.confidence:.2f}, below the "
+                           f"requested threshold {confidence_threshold:.2f}")
+            kinds.append(LOW_CONFIDENCE)
+    return QAResult(bool(reasons), reasons, kinds, detector, in_text)

@@ -1,0 +1,131 @@
+"""Request and response models of the report API (seed §4). Unknown fields and wrong types are errors.
+
+Every model is `extra="forbid"` and `strict=True`: `{"age": "70"}` or an unknown key is a 422 that names the
+field, never a silent coercion. Identifiers are limited to what a FHIR `id` allows (letters, digits, `-`, `.`,
+at most 64 characters), which covers DICOM UIDs, so a study id can be used as is in FHIR references.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ID_PATTERN = r"^[A-Za-z0-9.\-]{1,64}$"
+DICOM_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+
+View = Literal["PA", "AP", "Frontal", "Lateral", "LL", "RL"]
+FRONTAL_VIEWS = frozenset({"PA", "AP", "Frontal"})
+LATERAL_VIEWS = frozenset({"Lateral", "LL", "RL"})
+ReportTemplate = Literal["structured", "narrative", "impression"]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class ImageRef(BaseModel):
+    """One DICOM instance of the study in the PACS, and its projection."""
+
+    model_config = _STRICT
+    series_uid: str = Field(pattern=DICOM_UID_PATTERN, max_length=64, description="SeriesInstanceUID")
+    instance_uid: str = Field(pattern=DICOM_UID_PATTERN, max_length=64, description="SOPInstanceUID")
+    view: View = Field(description="projection: PA, AP or Frontal (frontal); Lateral, LL or RL (lateral)")
+
+
+class PriorStudy(BaseModel):
+    model_config = _STRICT
+    study_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    date: dt.date | None = Field(default=None, description="ISO date (YYYY-MM-DD) of the prior study")
+    description: str | None = Field(default=None, max_length=200)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, value):
+        # strict mode refuses strings for dates; accept exactly an ISO date string
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"date must be an ISO date YYYY-MM-DD, got {value!r}") from None
+        return value
+
+
+class ClinicalContext(BaseModel):
+    model_config = _STRICT
+    age: int | None = Field(default=None, ge=0, le=130)
+    sex: Literal["M", "F", "O", "U"] | None = None
+    indication: str | None = Field(default=None, max_length=1000)
+    prior_studies: list[PriorStudy] = Field(default_factory=list, max_length=20)
+
+    def prompt_context(self) -> dict:
+        """The dict `model_core.tokenizer.build_prompt` reads (age, sex, indication, prior study dates)."""
+        priors = [p.date.isoformat() if p.date else (p.description or "prior study") for p in self.prior_studies]
+        return {"age": self.age, "sex": self.sex if self.sex in ("M", "F") else None,
+                "indication": self.indication or "", "prior_studies": priors}
+
+
+class _ReportOptions(BaseModel):
+    model_config = _STRICT
+    clinical_context: ClinicalContext = Field(default_factory=ClinicalContext)
+    report_template: ReportTemplate = Field(
+        default="structured", description="default rendering of GET /reports/{id}/text")
+    confidence_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="findings the detector alone reports must reach it; a critical finding below it triggers review")
+
+
+class ReportRequest(_ReportOptions):
+    """Body of POST /api/v1/studies/{study_id}/report (images are fetched from the PACS)."""
+
+    study_id: str = Field(pattern=ID_PATTERN, description="StudyInstanceUID (must equal the path's study id)")
+    images: list[ImageRef] = Field(max_length=16)
+
+    @field_validator("images")
+    @classmethod
+    def _not_empty(cls, images: list[ImageRef]) -> list[ImageRef]:
+        if not images:
+            raise ValueError("images is empty: at least one frontal (PA/AP/Frontal) image is required")
+        return images
+
+
+class UploadOptions(_ReportOptions):
+    """The optional `request` part of POST …/report:upload: the JSON body's fields other than the images.
+
+    `views` gives the projection of each uploaded file, in order; without it a DICOM file's ViewPosition is
+    used, and a PNG/JPEG file (or a DICOM file without ViewPosition) counts as frontal.
+    """
+
+    study_id: str | None = Field(default=None, pattern=ID_PATTERN, description="if given, must equal the path's")
+    views: list[View] | None = Field(default=None, max_length=16)
+
+
+class Finding(BaseModel):
+    finding: str = Field(description="the report sentence (or standard phrase) stating the finding")
+    confidence: float = Field(description="detection-head probability (temperature-calibrated)")
+    severity: str | None = Field(description="trace … massive, when the sentence states one")
+    bounding_box: list[float] | None = Field(default=None, description="always null: no localiser")
+    is_critical: bool
+
+
+class ReportResponse(BaseModel):
+    report_id: str
+    findings: list[Finding]
+    impression: str
+    recommendations: list[str]
+    processing_time_ms: float
+    model_version: str
+    requires_radiologist_review: bool
+    review_reasons: list[str] = Field(
+        default_factory=list, description="why review is required (finding names and numbers only, no PHI)")
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model: str
+    model_version: str | None
+    backend: str | None
+    pacs: str
