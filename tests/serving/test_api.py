@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import tiny_model_config
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -165,18 +166,6 @@ def client(tmp_path):
 
 
 # --------------------------------------------------------------------------- the tiny model directory
-
-def tiny_model_config():
-    """tests/conftest.py's tiny config (hidden 32, 2 layers, 32-px images); `conftest` is ambiguous by name here."""
-    from model_core.config import ModelConfig, TextConfig, VisionConfig
-
-    return ModelConfig(
-        vision=VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
-                            intermediate_size=64, pool_tokens=4),
-        text=TextConfig(hidden_size=32, num_layers=2, num_heads=2, max_positions=512, vocab_size=400, dropout=0.0),
-        projector_hidden=64,
-    )
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
