@@ -31,6 +31,7 @@ def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    external_uri = os.environ.get("MLFLOW_TRACKING_URI")
     with tracking.tracking_server(out / "mlflow") as uri:
         run_id = tracking.start_run(uri, run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                     tags={"pipeline": "radiology-report-training", "config": cfg.name})
@@ -49,7 +50,7 @@ def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg
             tracking.end_run(uri, run_id, status)
         summary = collect_summary(uri, run_id, registered, out)
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    summary["mlflow_ui"] = (os.environ.get("MLFLOW_TRACKING_URI")
+    summary["mlflow_ui"] = (external_uri
                             or f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow' / 'mlflow.db'} "
                                f"--artifacts-destination {out / 'mlflow' / 'artifacts'}  (then http://127.0.0.1:5000)")
     if summary_json:

@@ -88,8 +88,12 @@ def tracking_server(root: str | os.PathLike):
         log.info("using the MLflow tracking server at %s (MLFLOW_TRACKING_URI)", uri)
         yield uri
         return
-    with MlflowServer(root) as server:
-        yield server.uri
+    try:
+        with MlflowServer(root) as server:
+            yield server.uri
+    finally:
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; do not leave the stopped server's address behind.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 # --------------------------------------------------------------------------- logging
