@@ -25,10 +25,15 @@ EXPERIMENT = "radiology-report-generator"
 # --------------------------------------------------------------------------- the server
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact directory."""
+    """`mlflow server` on 127.0.0.1 with a sqlite backend and an artifact store: a local directory by default,
+    or S3 (`s3://bucket/prefix`, through boto3; endpoint and credentials from the usual AWS / MLflow variables
+    such as MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID) when `artifacts` or $RRG_MLFLOW_ARTIFACTS names one."""
 
-    def __init__(self, root: str | os.PathLike, port: int | None = None):
+    def __init__(self, root: str | os.PathLike, port: int | None = None, artifacts: str | None = None):
         self.root = Path(root).resolve()
+        self.artifacts = artifacts or os.environ.get("RRG_MLFLOW_ARTIFACTS") or str(self.root / "artifacts")
+        if "://" in self.artifacts and not self.artifacts.startswith("s3://"):
+            raise ValueError(f"artifact store must be a local path or s3://bucket/prefix, got {self.artifacts!r}")
         self.port = port or _free_port()
         self.process: subprocess.Popen | None = None
         self.uri = f"http://127.0.0.1:{self.port}"
@@ -37,7 +42,7 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", "--workers", "1"]
+               "--artifacts-destination", self.artifacts, "--serve-artifacts", "--workers", "1"]
         logfile = open(self.root / "server.log", "ab")
         env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
         self.process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
@@ -49,7 +54,8 @@ class MlflowServer:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
                     if resp.status == 200:
-                        log.info("MLflow tracking server at %s (sqlite + artifacts under %s)", self.uri, self.root)
+                        log.info("MLflow tracking server at %s (sqlite under %s, artifacts in %s)", self.uri,
+                                 self.root, self.artifacts)
                         return self
             except OSError:
                 time.sleep(0.5)
