@@ -693,6 +693,14 @@ class OrtReportGenerator:
             logits, past = self.step(self.embed[nxt][:, None], mask, mask.sum(1, keepdims=True) - 1, past)
         return tokens.tolist()
 
+    def _top_candidates(self, totals: np.ndarray, width: int) -> np.ndarray:
+        """Indices of the `width` best scores per row, best first, ties by lower index."""
+        return np.argsort(-totals, axis=1, kind="stable")[:, :width]
+
+    def _reorder_cache(self, past: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+        """The KV cache gathered to the surviving beams (row i of the result is row rows[i] of the input)."""
+        return [p[rows] for p in past]
+
     def _beam_search(self, embeds: np.ndarray, mask: np.ndarray, max_new: int, num_beams: int) -> list[list[int]]:
         """Beam search over the KV cache, with the candidate rules of transformers 4.57 (`_beam_search`).
 
@@ -718,7 +726,7 @@ class OrtReportGenerator:
             log_probs = self._process(seqs.reshape(batch * nb, step), _log_softmax(logits.astype(np.float32)))
             vocab = log_probs.shape[-1]
             totals = (log_probs.reshape(batch, nb, vocab) + scores[:, :, None]).reshape(batch, nb * vocab)
-            top = np.argsort(-totals, axis=1, kind="stable")[:, :width]             # (B, 2·nb), best first
+            top = self._top_candidates(totals, width)                                # (B, 2·nb), best first
             top_scores = np.take_along_axis(totals, top, axis=1)
             src_beam, token = top // vocab, top % vocab
             last = step + 1 == max_new
@@ -742,7 +750,7 @@ class OrtReportGenerator:
                 break
             # Reorder the cache to the surviving beams and feed their new tokens.
             rows = (np.arange(batch)[:, None] * nb + keep_src).reshape(-1)
-            past = [p[rows] for p in past]
+            past = self._reorder_cache(past, rows)
             seqs = np.concatenate([np.take_along_axis(seqs, keep_src[:, :, None], axis=1), keep_tok[:, :, None]], 2)
             scores = keep_scores
             mask = np.concatenate([mask[rows], np.ones((batch * nb, 1), mask.dtype)], axis=1)

@@ -134,67 +134,20 @@ def _fast_generator_class():
                 scores[:, self.banned] = -np.inf
             return scores
 
-        def _beam_search(self, embeds: np.ndarray, mask: np.ndarray, max_new: int, num_beams: int
-                         ) -> list[list[int]]:
-            """The reference beam search (`OrtReportGenerator._beam_search`, same candidate rules and results)
-            with two batch-size-dependent costs removed: the top 2·num_beams candidates come from a partial
-            selection instead of a full stable sort of B × num_beams·V scores, and the KV cache is reordered in
-            place, copying only the rows whose source beam changed."""
-            from model_core.export import _log_softmax, _positions
+        # The reference beam search (`OrtReportGenerator._beam_search`) with two batch-size-dependent costs
+        # removed: the candidates come from a partial selection instead of a full stable sort of
+        # B × num_beams·V scores, and the KV cache is reordered in place, copying only the rows that change.
 
-            batch, nb = embeds.shape[0], num_beams
-            width = 2 * nb
-            length_penalty = self.gen.length_penalty
-            logits, past = self.step(embeds, mask, _positions(mask), self.empty_past(batch))
-            logits = np.repeat(logits[:, -1], nb, axis=0)
-            past = [np.repeat(p, nb, axis=0) for p in past]
-            mask = np.repeat(mask, nb, axis=0)
-            seqs = np.zeros((batch, nb, 0), np.int64)
-            scores = np.full((batch, nb), -1e9, np.float32)
-            scores[:, 0] = 0.0
-            finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-            identity = np.arange(batch * nb)
-            for step in range(max_new):
-                log_probs = self._process(seqs.reshape(batch * nb, step), _log_softmax(logits.astype(np.float32)))
-                vocab = log_probs.shape[-1]
-                totals = (log_probs.reshape(batch, nb, vocab) + scores[:, :, None]).reshape(batch, nb * vocab)
-                top = top_k_stable(totals, width)
-                top_scores = np.take_along_axis(totals, top, axis=1)
-                src_beam, token = top // vocab, top % vocab
-                last = step + 1 == max_new
-                keep_src = np.zeros((batch, nb), np.int64)
-                keep_tok = np.full((batch, nb), self.pad, np.int64)
-                keep_scores = np.full((batch, nb), -1e9, np.float32)
-                for b in range(batch):
-                    full = len(finished[b]) >= nb
-                    kept = 0
-                    for rank in range(width):
-                        beam, tok, score = int(src_beam[b, rank]), int(token[b, rank]), float(top_scores[b, rank])
-                        if tok == self.eos or last:
-                            if rank < nb and not full:
-                                hyp = seqs[b, beam].tolist() + [tok]
-                                finished[b].append((score / len(hyp) ** length_penalty, hyp))
-                        elif kept < nb:
-                            keep_src[b, kept], keep_tok[b, kept], keep_scores[b, kept] = beam, tok, score
-                            kept += 1
-                    finished[b] = sorted(finished[b], key=lambda h: -h[0])[:nb]
-                if last or all(len(f) >= nb for f in finished):
-                    break
-                rows = (np.arange(batch)[:, None] * nb + keep_src).reshape(-1)
-                moved = np.flatnonzero(rows != identity)
-                if moved.size:
-                    source = rows[moved]
-                    for p in past:            # ORT's outputs are fresh arrays each step: safe to edit in place
-                        p[moved] = p[source]  # (the right-hand side is gathered into a copy first)
-                seqs = np.concatenate([np.take_along_axis(seqs, keep_src[:, :, None], axis=1),
-                                       keep_tok[:, :, None]], 2)
-                scores = keep_scores
-                mask = np.concatenate([mask[rows], np.ones((batch * nb, 1), mask.dtype)], axis=1)
-                flat_tokens = keep_tok.reshape(-1)
-                logits, past = self.step(self.embed[flat_tokens][:, None], mask, mask.sum(1, keepdims=True) - 1,
-                                         past)
-                logits = logits[:, -1]
-            return [f[0][1] if f else seqs[b, 0].tolist() for b, f in enumerate(finished)]
+        def _top_candidates(self, totals: np.ndarray, width: int) -> np.ndarray:
+            return top_k_stable(totals, width)
+
+        def _reorder_cache(self, past: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+            moved = np.flatnonzero(rows != np.arange(rows.size))
+            if moved.size:
+                source = rows[moved]
+                for p in past:            # ORT's outputs are fresh arrays each step: safe to edit in place
+                    p[moved] = p[source]  # (the right-hand side is gathered into a copy first)
+            return past
 
     return FastOrtReportGenerator
 
