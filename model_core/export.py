@@ -530,6 +530,8 @@ class OrtReportGenerator:
     threads: intra-op threads per session (default: ONNX Runtime's choice).
     """
 
+    compact_done = True      # beam search: studies that are done leave the batch (see _beam_search)
+
     def __init__(self, export_dir: str | os.PathLike, precision: str = "fp32",
                  provider: str | None = "CPUExecutionProvider", gen: GenerationConfig | None = None,
                  threads: int | None = None):
@@ -709,6 +711,11 @@ class OrtReportGenerator:
         among the top num_beams become finished hypotheses scored sum_logprob / length**length_penalty; the best
         num_beams that do not end continue. A study is done once it holds num_beams finished hypotheses
         (early_stopping=True); the search stops when all are done or max_new tokens were generated.
+
+        Unlike transformers, a study that is done leaves the batch: its rows are dropped from the KV cache and
+        no longer run through the decoder (a done study's result can no longer change, so the texts are the
+        same; in a batch of reports of different lengths this saves the steps the short ones would idle).
+        `compact_done = False` keeps them, as transformers does (tests, benchmarks).
         """
         batch, nb = embeds.shape[0], num_beams
         width = 2 * nb   # enough candidates that num_beams of them continue even if num_beams end in EOS
@@ -722,42 +729,52 @@ class OrtReportGenerator:
         scores = np.full((batch, nb), -1e9, np.float32)
         scores[:, 0] = 0.0    # only the first copy is live at step 0, so the beams do not start identical
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        study = np.arange(batch)          # active row-group j holds the study study[j]
+        last_seqs: list[list[int] | None] = [None] * batch
         for step in range(max_new):
-            log_probs = self._process(seqs.reshape(batch * nb, step), _log_softmax(logits.astype(np.float32)))
+            active = study.size
+            log_probs = self._process(seqs.reshape(active * nb, step), _log_softmax(logits.astype(np.float32)))
             vocab = log_probs.shape[-1]
-            totals = (log_probs.reshape(batch, nb, vocab) + scores[:, :, None]).reshape(batch, nb * vocab)
-            top = self._top_candidates(totals, width)                                # (B, 2·nb), best first
+            totals = (log_probs.reshape(active, nb, vocab) + scores[:, :, None]).reshape(active, nb * vocab)
+            top = self._top_candidates(totals, width)                                # (A, 2·nb), best first
             top_scores = np.take_along_axis(totals, top, axis=1)
             src_beam, token = top // vocab, top % vocab
             last = step + 1 == max_new
-            keep_src = np.zeros((batch, nb), np.int64)
-            keep_tok = np.full((batch, nb), self.pad, np.int64)
-            keep_scores = np.full((batch, nb), -1e9, np.float32)
-            for b in range(batch):
+            keep_src = np.zeros((active, nb), np.int64)
+            keep_tok = np.full((active, nb), self.pad, np.int64)
+            keep_scores = np.full((active, nb), -1e9, np.float32)
+            for j, b in enumerate(study.tolist()):
                 full = len(finished[b]) >= nb      # decided before this step's candidates, as in transformers
                 kept = 0
                 for rank in range(width):
-                    beam, tok, score = int(src_beam[b, rank]), int(token[b, rank]), float(top_scores[b, rank])
+                    beam, tok, score = int(src_beam[j, rank]), int(token[j, rank]), float(top_scores[j, rank])
                     if tok == self.eos or last:
                         if rank < nb and not full:
-                            hyp = seqs[b, beam].tolist() + [tok]
+                            hyp = seqs[j, beam].tolist() + [tok]
                             finished[b].append((score / len(hyp) ** length_penalty, hyp))
                     elif kept < nb:
-                        keep_src[b, kept], keep_tok[b, kept], keep_scores[b, kept] = beam, tok, score
+                        keep_src[j, kept], keep_tok[j, kept], keep_scores[j, kept] = beam, tok, score
                         kept += 1
                 finished[b] = sorted(finished[b], key=lambda h: -h[0])[:nb]
-            if last or all(len(f) >= nb for f in finished):
+                last_seqs[b] = seqs[j, 0].tolist()
+            alive = np.array([len(finished[b]) < nb for b in study.tolist()])
+            if last or not alive.any():
                 break
-            # Reorder the cache to the surviving beams and feed their new tokens.
-            rows = (np.arange(batch)[:, None] * nb + keep_src).reshape(-1)
+            if not self.compact_done:
+                alive[:] = True
+            # Drop the studies that are done, reorder the cache to the surviving beams and feed their new tokens.
+            keep_src, keep_tok, keep_scores = keep_src[alive], keep_tok[alive], keep_scores[alive]
+            groups = np.flatnonzero(alive)
+            rows = (groups[:, None] * nb + keep_src).reshape(-1)
             past = self._reorder_cache(past, rows)
-            seqs = np.concatenate([np.take_along_axis(seqs, keep_src[:, :, None], axis=1), keep_tok[:, :, None]], 2)
-            scores = keep_scores
-            mask = np.concatenate([mask[rows], np.ones((batch * nb, 1), mask.dtype)], axis=1)
+            seqs = np.concatenate([np.take_along_axis(seqs[alive], keep_src[:, :, None], axis=1),
+                                   keep_tok[:, :, None]], 2)
+            scores, study = keep_scores, study[alive]
+            mask = np.concatenate([mask[rows], np.ones((rows.size, 1), mask.dtype)], axis=1)
             flat_tokens = keep_tok.reshape(-1)
             logits, past = self.step(self.embed[flat_tokens][:, None], mask, mask.sum(1, keepdims=True) - 1, past)
             logits = logits[:, -1]
-        return [f[0][1] if f else seqs[b, 0].tolist() for b, f in enumerate(finished)]
+        return [f[0][1] if f else last_seqs[b] for b, f in enumerate(finished)]
 
 
 # --------------------------------------------------------------------------- parity and latency

@@ -142,6 +142,8 @@ def _fast_generator_class():
             return top_k_stable(totals, width)
 
         def _reorder_cache(self, past: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+            if past and rows.size != past[0].shape[0]:     # studies left the batch: gather the survivors
+                return [p[rows] for p in past]
             moved = np.flatnonzero(rows != np.arange(rows.size))
             if moved.size:
                 source = rows[moved]
@@ -342,19 +344,24 @@ def _writable_export_dir(resolved: ResolvedSource) -> Path:
 
 def load_model(source: str | os.PathLike, backend: str = "auto", precision: str = "int8",
                export: bool = True, gen: GenerationConfig | None = None, threads: int | None = None,
-               cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+               cache_dir: str | os.PathLike | None = None, triton_url: str | None = None,
+               triton_model: str = "rrg_report") -> LoadedModel:
     """Resolve `source` and build its backend.
 
     backend: "auto" (ONNX Runtime when an export is found or `export` allows creating one, else torch),
-    "onnxruntime" (fails when no usable export can be had), or "torch". precision: the ORT decoder (int8|fp32).
+    "onnxruntime" (fails when no usable export can be had), "torch", or "triton" (the model runs in a Triton
+    Inference Server at `triton_url` under the name `triton_model`; only the model directory's metadata —
+    version, thresholds, temperature — is read here). precision: the ORT decoder (int8|fp32).
     gen: generation settings (default: the model's saved ones).
     """
     from model_core.evaluation import load_model_dir
 
-    if backend not in ("auto", "onnxruntime", "torch"):
-        raise ModelSourceError(f"backend must be auto, onnxruntime or torch, got {backend!r}")
+    if backend not in ("auto", "onnxruntime", "torch", "triton"):
+        raise ModelSourceError(f"backend must be auto, onnxruntime, torch or triton, got {backend!r}")
     resolved = resolve_source(source, cache_dir)
     started = time.perf_counter()
+    if backend == "triton":
+        return _triton_model(resolved, triton_url, triton_model, gen)
     try:
         model, detection, saved = load_model_dir(resolved.model_dir)
     except (FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -373,6 +380,30 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
              chosen.name, time.perf_counter() - started)
     return LoadedModel(backend=chosen, source=resolved.source, model_dir=resolved.model_dir,
                        version=resolved.version, detection=detection, gen=gen, notes=notes)
+
+
+def _triton_model(resolved: ResolvedSource, url: str | None, name: str, gen: GenerationConfig | None
+                  ) -> LoadedModel:
+    """The model served by Triton: thresholds, temperature and version from the model directory, no weights."""
+    if not url:
+        raise ModelSourceError("backend triton needs the server's address (serving.triton_url / --triton-url)")
+    try:
+        detection = json.loads((resolved.model_dir / "detection.json").read_text())
+        saved = json.loads((resolved.model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"cannot read the model's metadata in {resolved.model_dir}: "
+                               f"{type(exc).__name__}: {exc}") from None
+    from serving.triton import TritonBackend, TritonUnavailable
+
+    try:
+        client = TritonBackend(url, model_name=name)
+    except TritonUnavailable as exc:
+        raise ModelSourceError(str(exc)) from None
+    gen = gen or build_section(GenerationConfig, saved.get("generation", {}), "generation.")
+    log.info("model %s (version %s) served by Triton at %s as %r", resolved.source, resolved.version, url, name)
+    return LoadedModel(backend=client, source=resolved.source, model_dir=resolved.model_dir,
+                       version=resolved.version, detection=detection, gen=gen,
+                       notes=[f"generation runs in Triton ({url}, model {name!r}) with the server's settings"])
 
 
 def _ort_backend(model, resolved: ResolvedSource, detection: dict, gen: GenerationConfig, precision: str,

@@ -123,6 +123,48 @@ def test_int8_decoder_runs(exported):
         assert len(texts) == 2 and logits.shape == (2, 14) and all(isinstance(t, str) for t in texts)
 
 
+class _EarlyStopping:
+    """Mixin: study i of a batch ends after about 2 + 3·i tokens (EOS becomes near-certain), so the studies of
+    a batch end at different lengths; `rows` records how many rows each decoder call ran."""
+
+    def _process(self, tokens, scores):
+        scores = super()._process(tokens, scores)
+        if tokens.shape[1] == 0:
+            self.study = np.arange(scores.shape[0]) // self.gen.num_beams   # rows b·nb … b·nb+nb-1: study b
+        scores[tokens.shape[1] >= 2 + 3 * self.study, self.eos] = 0.0
+        return scores
+
+    def _reorder_cache(self, past, rows):
+        self.study = self.study[rows]
+        return super()._reorder_cache(past, rows)
+
+    def step(self, embeds, mask, positions, past):
+        self.rows.append(embeds.shape[0])
+        return super().step(embeds, mask, positions, past)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "serving"])
+def test_done_studies_leave_the_batch_without_changing_any_text(exported, fast):
+    from serving.backends import _fast_generator_class
+
+    base = _fast_generator_class() if fast else OrtReportGenerator
+    engine = type("Engine", (_EarlyStopping, base), {})(exported[1], gen=GenerationConfig(num_beams=3,
+                                                                                       max_new_tokens=24))
+    images = np.random.default_rng(3).random((5, 1, 1, 32, 32), dtype=np.float32)
+    results = {}
+    for compact in (False, True):
+        engine.compact_done, engine.rows = compact, []
+        results[compact] = (engine.generate(images)[0], engine.rows)
+    (kept, kept_rows), (compacted, compacted_rows) = results[False], results[True]
+    assert compacted == kept
+    lengths = [len(engine.tokenizer(t)["input_ids"]) for t in kept]
+    assert len(set(lengths)) > 1, "the studies should end at different lengths for this test to mean anything"
+    # Without compaction every step runs 5 studies × 3 beams; with it, the rows shrink as studies finish.
+    assert set(kept_rows[1:]) == {15}
+    assert compacted_rows[1] == 15 and compacted_rows[-1] < 15 and all(r % 3 == 0 for r in compacted_rows[1:])
+    assert sum(compacted_rows) < sum(kept_rows)
+
+
 def test_generator_rejects_bad_input(exported, tmp_path):
     engine = OrtReportGenerator(exported[1], gen=GEN)
     with pytest.raises(ValueError, match="32×32"):
