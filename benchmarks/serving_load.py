@@ -56,6 +56,7 @@ def free_port() -> int:
 def start_server(model_dir: Path, port: int, token: str, workdir: Path, backend: str) -> subprocess.Popen:
     code = ("import sys; from serving.app import serve; "
             f"serve({str(model_dir)!r}, host={HOST!r}, port={port}, audit_log={str(workdir / 'audit.jsonl')!r}, "
+            f"report_store={str(workdir / 'reports.sqlite3')!r}, "
             f"backend={backend!r}, log_level='warning')")
     env = {**os.environ, "RRG_API_TOKENS": f"{token}:report.write+report.read",
            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

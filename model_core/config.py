@@ -151,6 +151,59 @@ class GateConfig:
                                                  # (0 = findings without positives are not gated: development only)
 
 
+SERVING_BACKENDS = ("auto", "onnxruntime", "torch", "triton")
+
+
+@dataclass
+class ServingConfig:
+    """The report service (`rrg serve`, serving.app). Checked on construction: a bad value names its key."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backend: str = "auto"               # auto (ONNX Runtime when an export exists or can be made, else torch) |
+                                        # onnxruntime | torch | triton (a Triton Inference Server at triton_url)
+    precision: str = "int8"             # ONNX Runtime decoder: int8 | fp32
+    export_on_startup: bool = True      # export to ONNX when the model has no export beside it
+    threads: int | None = None          # intra-op threads of the runtime (None: its default)
+    triton_url: str | None = None       # e.g. 127.0.0.1:8000 (HTTP) for backend=triton
+    triton_model: str = "rrg_report"
+    max_batch: int = 8                  # dynamic batching (seed §4: max batch 8, max wait 100 ms)
+    max_wait_ms: float = 100.0
+    max_queue: int = 64                 # studies waiting for the model; beyond this: 429 + Retry-After
+    request_timeout_s: float = 120.0
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_files: int = 8
+    pacs_url: str | None = None         # DICOMweb root of the PACS (default: $RRG_PACS_URL)
+    pacs_timeout_s: float = 5.0
+    report_store: str = "runs/serving/reports.sqlite3"   # SQLite file of generated reports; ":memory:" = this
+                                                         # process only
+    report_retention_days: float = 30.0  # reports older than this are deleted from the store
+    audit_log: str = "runs/serving/audit.jsonl"          # append-only JSONL (no PHI)
+
+    def __post_init__(self):
+        problems = []
+        if self.backend not in SERVING_BACKENDS:
+            problems.append(f"serving.backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.backend!r}")
+        if self.precision not in ("int8", "fp32"):
+            problems.append(f"serving.precision must be int8 or fp32, got {self.precision!r}")
+        if self.backend == "triton" and not self.triton_url:
+            problems.append("serving.triton_url is required with serving.backend=triton")
+        if not 0 < self.port < 65536:
+            problems.append(f"serving.port must be 1-65535, got {self.port}")
+        for key in ("max_batch", "max_queue", "max_upload_bytes", "max_files"):
+            if getattr(self, key) < 1:
+                problems.append(f"serving.{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"serving.threads must be ≥ 1 or null, got {self.threads}")
+        for key in ("max_wait_ms",):
+            if getattr(self, key) < 0:
+                problems.append(f"serving.{key} must be ≥ 0, got {getattr(self, key)}")
+        for key in ("request_timeout_s", "pacs_timeout_s", "report_retention_days"):
+            if getattr(self, key) <= 0:
+                problems.append(f"serving.{key} must be > 0, got {getattr(self, key)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
 @dataclass
 class Config:
     name: str = "default"
@@ -161,6 +214,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -215,8 +215,11 @@ def cmd_packet_download(args) -> int:
 def cmd_serve(args) -> int:
     from serving.app import serve
 
-    serve(args.model, host=args.host, port=args.port, pacs_url=args.pacs_url, backend=args.backend,
-          precision=args.precision, audit_log=args.audit_log)
+    cfg = _config(args)
+    serve(args.model, cfg.serving, host=args.host, port=args.port, pacs_url=args.pacs_url, backend=args.backend,
+          precision=args.precision, triton_url=args.triton_url,
+          audit_log=str(args.audit_log) if args.audit_log else None,
+          report_store=str(args.report_store) if args.report_store else None)
     return 0
 
 
@@ -318,14 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--reason", required=True, help="recorded in the audit trail")
         r.set_defaults(func=cmd_registry)
 
-    srv = sub.add_parser("serve", help="the report API (FastAPI): PACS over DICOMweb, batching, FHIR")
+    srv = with_config(sub.add_parser(
+        "serve", help="the report API (FastAPI): PACS over DICOMweb, batching, FHIR",
+        description="Settings come from the config's `serving:` section (model_core.config.ServingConfig; "
+                    "--set serving.max_batch=4 …); the flags below override it."))
     srv.add_argument("--model", required=True, help="model directory or models:/NAME@champion")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=None, help="default 8080")
     srv.add_argument("--pacs-url", default=None, help="DICOMweb root (default: $RRG_PACS_URL)")
-    srv.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
-    srv.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    srv.add_argument("--backend", default=None, choices=["auto", "onnxruntime", "torch", "triton"])
+    srv.add_argument("--precision", default=None, choices=["int8", "fp32"])
+    srv.add_argument("--triton-url", default=None, help="Triton Inference Server (HOST:PORT) for --backend triton")
     srv.add_argument("--audit-log", type=Path, default=None, help="append-only JSONL audit log")
+    srv.add_argument("--report-store", type=Path, default=None,
+                     help="SQLite file of generated reports (default runs/serving/reports.sqlite3)")
     srv.set_defaults(func=cmd_serve)
 
     packet = sub.add_parser("packet", help="510(k) packets").add_subparsers(dest="packet_command", required=True)

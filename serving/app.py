@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,9 +42,11 @@ from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from serving import images as image_io
+from model_core.config import ConfigError, ServingConfig
 from serving.auth import AuditLog, Authenticator, AuthConfigError, Principal, load_tokens, sha256_hex
 from serving.backends import LoadedModel, ModelSourceError, load_model
 from serving.batching import BatcherClosed, MicroBatcher, QueueFull
+from serving.store import ReportStore
 from serving.schemas import (
     FRONTAL_VIEWS,
     ID_PATTERN,
@@ -61,10 +63,7 @@ from serving.schemas import (
 log = logging.getLogger("serving")
 
 API = "/api/v1"
-DEFAULT_AUDIT_LOG = Path("runs") / "serving" / "audit.jsonl"
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
-MAX_FILES = 8
 DISCLAIMER = "AI-generated draft for radiologist review; not for autonomous diagnosis."
 
 
@@ -132,24 +131,8 @@ def classify(path: str) -> tuple[str, str | None]:
 # --------------------------------------------------------------------------- the service state
 
 @dataclass
-class ServiceConfig:
-    max_batch: int = 8
-    max_wait_ms: float = 100.0
-    max_queue: int = 64
-    request_timeout_s: float = 120.0
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-    max_files: int = MAX_FILES
-    report_store_size: int = 2000
-    pacs_timeout_s: float = 5.0
-    backend: str = "auto"
-    precision: str = "int8"
-    export_on_startup: bool = True
-    threads: int | None = None
-
-
-@dataclass
 class Service:
-    config: ServiceConfig
+    config: ServingConfig
     model_source: str | None
     model: LoadedModel | None
     pacs: Any
@@ -159,22 +142,23 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     batcher: MicroBatcher | None = None
     audit: AuditLog | None = None
-    reports: OrderedDict = field(default_factory=OrderedDict)
+    report_store_path: str = ":memory:"
+    reports: ReportStore | None = None
 
     def infer(self, items: list[tuple[torch.Tensor, dict]]) -> list[tuple[str, np.ndarray]]:
         """The batch function (worker thread): [(images (K,1,H,W), context)] → [(text, probs (14,))]."""
         return self.model.backend.generate([i for i, _ in items], [c for _, c in items])
 
     def store(self, report_id: str, record: dict) -> None:
-        self.reports[report_id] = record
-        while len(self.reports) > self.config.report_store_size:
-            self.reports.popitem(last=False)
+        self.reports.put(report_id, record)
 
     def get(self, report_id: str) -> dict:
+        if self.reports is None:
+            raise HTTPException(503, "the service is starting: the report store is not open yet")
         record = self.reports.get(report_id)
         if record is None:
-            raise HTTPException(404, f"report {report_id} not found (unknown id, or evicted from the "
-                                     f"{self.config.report_store_size}-report in-memory store)")
+            raise HTTPException(404, f"report {report_id} not found (unknown id, or older than the "
+                                     f"{self.config.report_retention_days:g}-day retention)")
         return record
 
     def audit_event(self, event: str, principal: Principal | None, study_id: str | None, status: int,
@@ -381,7 +365,8 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 
 def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any = None,
                tokens: str | dict | None = None, *, model: LoadedModel | None = None,
                decode_dicom: Callable | None = None, audit_log: str | os.PathLike | None = None,
-               allow_anonymous: bool = False, config: ServiceConfig | None = None, **config_overrides) -> FastAPI:
+               report_store: str | os.PathLike | None = None, allow_anonymous: bool = False,
+               config: ServingConfig | None = None, **config_overrides) -> FastAPI:
     """The FastAPI app. The model is loaded when the app starts (lifespan), not here.
 
     model_source: a model directory or `models:/NAME@ALIAS`; `model` injects an already loaded model instead
@@ -390,16 +375,14 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     tokens: RRG_API_TOKENS-format string or {token: [scopes]}; None reads RRG_API_TOKENS. Without tokens the
     app refuses to start unless allow_anonymous=True (development only).
     decode_dicom: `(bytes, size) -> (tensor (1,size,size), safe_metadata)`; default `serving.dicom.decode_dicom`.
-    audit_log: JSONL path (default $RRG_AUDIT_LOG or runs/serving/audit.jsonl).
-    config / config_overrides: ServiceConfig fields (max_batch, max_wait_ms, max_queue, backend, precision, …).
+    audit_log / report_store: the audit log (JSONL) and the report store (SQLite file, or ":memory:"); default
+    $RRG_AUDIT_LOG / $RRG_REPORT_STORE, else the config's (runs/serving/…).
+    config / config_overrides: a `model_core.config.ServingConfig` (the `serving:` section of the config tree)
+    and fields to override in it (max_batch, max_wait_ms, max_queue, backend, precision, …).
     """
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
-    config = config or ServiceConfig()
-    for key, value in config_overrides.items():
-        if not hasattr(config, key):
-            raise TypeError(f"create_app got an unknown option {key!r}")
-        setattr(config, key, value)
+    config = serving_config(config, **config_overrides)
     token_table = load_tokens(tokens)
     if not token_table and not allow_anonymous:
         raise AuthConfigError("no API tokens configured: set RRG_API_TOKENS (see serving/auth.py) or pass "
@@ -410,7 +393,8 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
         config=config, model_source=str(model_source) if model_source is not None else None, model=model,
         pacs=pacs_client, decode_dicom=decode_dicom or _default_decode_dicom(),
         auth=Authenticator(token_table) if token_table else None,
-        audit_path=Path(audit_log or os.environ.get("RRG_AUDIT_LOG") or DEFAULT_AUDIT_LOG))
+        audit_path=Path(audit_log or os.environ.get("RRG_AUDIT_LOG") or config.audit_log),
+        report_store_path=str(report_store or os.environ.get("RRG_REPORT_STORE") or config.report_store))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -419,6 +403,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                 load_model, service.model_source, backend=config.backend, precision=config.precision,
                 export=config.export_on_startup, threads=config.threads)
         service.metrics.model_info.labels(service.model.version, service.model.backend.name).set(1)
+        service.reports = ReportStore(service.report_store_path, config.report_retention_days)
         service.audit = AuditLog(service.audit_path)
         service.batcher = MicroBatcher(
             service.infer, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms, max_queue=config.max_queue,
@@ -434,6 +419,8 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
             await service.batcher.close()
             service.audit.close()
             service.audit = None
+            service.reports.close()
+            service.reports = None
 
     app = FastAPI(
         title="Chest X-ray report generator", version="1.0.0", lifespan=lifespan,
@@ -748,37 +735,56 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def serve(model_source: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, *,
-          pacs_url: str | None = None, tokens: str | None = None, audit_log: str | os.PathLike | None = None,
-          backend: str = "auto", precision: str = "int8", max_batch: int = 8, max_wait_ms: float = 100.0,
-          max_queue: int = 64, log_level: str = "info", allow_anonymous: bool = False) -> None:
+def serving_config(config: ServingConfig | None = None, **overrides) -> ServingConfig:
+    """A checked copy of `config` (default: ServingConfig()) with `overrides` applied; None values are ignored.
+
+    Raises ConfigError naming the key for an unknown option or a bad value."""
+    config = config or ServingConfig()
+    known = {f.name for f in dataclasses.fields(ServingConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown serving option(s): {', '.join(unknown)} (see model_core.config.ServingConfig)")
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, *, tokens: str | None = None,
+          log_level: str = "info", allow_anonymous: bool = False, **overrides) -> None:
     """Run the service with uvicorn (blocking; one process: the model and the batcher live in it).
 
     model_source: a model directory or models:/NAME@ALIAS (MLflow registry from MLFLOW_TRACKING_URI).
-    pacs_url: DICOMweb base URL of the PACS (e.g. Orthanc's http://HOST:8042/dicom-web), default $RRG_PACS_URL;
-    tokens default to $RRG_API_TOKENS. Everything that can be wrong is checked before the port opens: token
-    configuration (AuthConfigError, a ValueError) first, then the model (ModelSourceError, a RuntimeError);
-    both carry a message meant for the user (`error: <message>`).
+    config: the `serving:` section of the config tree (`model_core.config.ServingConfig`); overrides: fields of
+    it (host, port, pacs_url, backend, precision, max_batch, audit_log, report_store, …). The PACS is the
+    DICOMweb base URL in pacs_url (e.g. Orthanc's http://HOST:8042/dicom-web), default $RRG_PACS_URL; tokens
+    default to $RRG_API_TOKENS. Everything that can be wrong is checked before the port opens: the config and
+    the token configuration (ConfigError / AuthConfigError, ValueErrors) first, then the report store
+    (ReportStoreError) and the model (ModelSourceError; RuntimeErrors); each carries a message meant for the
+    user (`error: <message>`).
     """
     import uvicorn
 
+    from serving.store import ReportStore
+
+    config = serving_config(config, **overrides)
     configure_logging(log_level)
     token_table = load_tokens(tokens)
     if not token_table and not allow_anonymous:
         raise AuthConfigError("no API tokens configured: set RRG_API_TOKENS (see docs/serving.md)")
-    pacs_url = pacs_url or os.environ.get("RRG_PACS_URL")
+    pacs_url = config.pacs_url or os.environ.get("RRG_PACS_URL")
     pacs = None
     if pacs_url:
         from serving.ingest import PacsClient
 
         pacs = PacsClient(pacs_url)
-    model = load_model(model_source, backend=backend, precision=precision)
-    app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, audit_log=audit_log,
-                     allow_anonymous=allow_anonymous, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                     max_queue=max_queue, backend=backend, precision=precision)
+    store_path = os.environ.get("RRG_REPORT_STORE") or config.report_store
+    ReportStore(store_path, config.report_retention_days).close()       # fails here, before the port opens
+    model = load_model(model_source, backend=config.backend, precision=config.precision,
+                       export=config.export_on_startup, threads=config.threads,
+                       triton_url=config.triton_url, triton_model=config.triton_model)
+    app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, report_store=store_path,
+                     allow_anonymous=allow_anonymous, config=config)
     # access_log=False: uvicorn's access log prints URL paths, which hold study ids; ServiceMiddleware logs
     # the route template instead.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, workers=1)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False, workers=1)
 
 
-__all__ = ["create_app", "serve", "ServiceConfig", "render_text", "ModelSourceError", "configure_logging"]
+__all__ = ["create_app", "serve", "serving_config", "ServingConfig", "render_text", "ModelSourceError", "configure_logging"]

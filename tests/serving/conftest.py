@@ -45,6 +45,12 @@ from model_core.data import EMBEDDED_ROOT
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install_orthanc.sh"
 
+@pytest.fixture(autouse=True)
+def _report_store_in_tmp(tmp_path, monkeypatch):
+    """Every app a test starts keeps its reports in that test's tmp folder, never in the repo's runs/."""
+    monkeypatch.setenv("RRG_REPORT_STORE", str(tmp_path / "reports.sqlite3"))
+
+
 # --------------------------------------------------------------------------- Orthanc
 
 
