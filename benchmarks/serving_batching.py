@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "demo-size model in a temporary directory)")
     p.add_argument("--size", default="demo", choices=("demo", "tiny"),
                    help="architecture of the untrained model built when no model directory is used: demo "
-                        "(configs/demo.yaml) or tiny (the tests' hidden-32 model)")
+                        "(configs/demo.yaml) or tiny (configs/smoke.yaml's hidden-32 model, as in the tests)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
     p.add_argument("--num-beams", type=int, default=None, help="override the model's beam width (1 = greedy)")
     p.add_argument("--requests-1", type=int, default=16, help="timed requests of the 1-client scenarios (16)")
@@ -55,18 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
-
-
-def tiny_model_config():
-    """The tests' tiny model (tests/conftest.py): hidden 32, 2 layers, 32-px images, vocab 400."""
-    from model_core.config import ModelConfig, TextConfig, VisionConfig
-
-    return ModelConfig(
-        vision=VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
-                            intermediate_size=64, pool_tokens=4),
-        text=TextConfig(hidden_size=32, num_layers=2, num_heads=2, max_positions=512, vocab_size=400, dropout=0.0),
-        projector_hidden=64,
-    )
 
 
 def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo.yaml", size: str = "demo") -> Path:
@@ -80,8 +68,8 @@ def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo
     from model_core.tokenizer import clean_target, train_report_tokenizer
 
     cfg = load_config(config)
-    if size == "tiny":
-        cfg.model = tiny_model_config()
+    if size == "tiny":          # the tests' tiny architecture (tests/tiny_models.py reads the same file)
+        cfg.model = load_config(REPO_ROOT / "configs" / "smoke.yaml", ["model.text.max_positions=512"]).model
     reports = load_iu_xray(split="train", limit_studies=600)["reports"]
     tokenizer = train_report_tokenizer([clean_target(r) for r in reports], cfg.model.text.vocab_size)
     torch.manual_seed(0)

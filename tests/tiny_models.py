@@ -1,16 +1,19 @@
-"""Tiny configurations (hidden 32, 2 layers, 32-px images) shared by the tests."""
+"""Tiny configurations (hidden 32, 2 layers, 32-px images) shared by the tests.
+
+The architecture is the smoke config's (configs/smoke.yaml, also used by the benchmarks' `--size tiny`), with
+room for 512 positions so that multi-view prompts fit.
+"""
+
+from pathlib import Path
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def tiny_model_config():
     """Hidden 32, 2 layers, 32-px images: the whole model runs on a CPU in milliseconds."""
-    from model_core.config import ModelConfig, TextConfig, VisionConfig
+    from model_core.config import load_config
 
-    return ModelConfig(
-        vision=VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
-                            intermediate_size=64, pool_tokens=4),
-        text=TextConfig(hidden_size=32, num_layers=2, num_heads=2, max_positions=512, vocab_size=400, dropout=0.0),
-        projector_hidden=64,
-    )
+    return load_config(SMOKE, ["model.text.max_positions=512"]).model
 
 
 def tiny_train_config(deepspeed: str | None = None):
