@@ -23,7 +23,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install_orthanc.sh
+	bash scripts/install_triton.sh
 	$(PY) -m pytest -n 2 -q tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-triton runs .pytest_cache

@@ -161,7 +161,9 @@ class ServingConfig:
     port: int = 8080
     backend: str = "auto"               # auto (ONNX Runtime when an export exists or can be made, else torch) |
                                         # onnxruntime | torch | triton (a Triton Inference Server at triton_url)
-    precision: str = "int8"             # ONNX Runtime decoder: int8 | fp32
+    precision: str = "fp32"             # ONNX Runtime decoder: fp32 | int8. Not int8 by default: dynamic INT8
+                                        # quantizes activations per batch tensor, so a study's report could
+                                        # change with the studies that share its batch (docs/serving.md)
     export_on_startup: bool = True      # export to ONNX when the model has no export beside it
     threads: int | None = None          # intra-op threads of the runtime (None: its default)
     triton_url: str | None = None       # e.g. 127.0.0.1:8000 (HTTP) for backend=triton

@@ -177,7 +177,7 @@ class OrtBackend:
     """ONNX Runtime over an export directory (FP32 vision graph; INT8 or FP32 decoder)."""
 
     def __init__(self, export_dir: str | os.PathLike, detection: dict, gen: GenerationConfig | None = None,
-                 precision: str = "int8", threads: int | None = None, provider: str | None = "CPUExecutionProvider"):
+                 precision: str = "fp32", threads: int | None = None, provider: str | None = "CPUExecutionProvider"):
         self.engine = _fast_generator_class()(export_dir, precision=precision, provider=provider, gen=gen,
                                               threads=threads)
         self.name = f"onnxruntime-{precision}"
@@ -342,7 +342,7 @@ def _writable_export_dir(resolved: ResolvedSource) -> Path:
     return _default_cache() / "onnx" / digest
 
 
-def load_model(source: str | os.PathLike, backend: str = "auto", precision: str = "int8",
+def load_model(source: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
                export: bool = True, gen: GenerationConfig | None = None, threads: int | None = None,
                cache_dir: str | os.PathLike | None = None, triton_url: str | None = None,
                triton_model: str = "rrg_report") -> LoadedModel:
@@ -351,7 +351,9 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
     backend: "auto" (ONNX Runtime when an export is found or `export` allows creating one, else torch),
     "onnxruntime" (fails when no usable export can be had), "torch", or "triton" (the model runs in a Triton
     Inference Server at `triton_url` under the name `triton_model`; only the model directory's metadata —
-    version, thresholds, temperature — is read here). precision: the ORT decoder (int8|fp32).
+    version, thresholds, temperature — is read here). precision: the ORT decoder, fp32 (default) or int8 —
+    dynamic INT8 quantizes activations with one scale per batch tensor, so under dynamic batching a study's
+    report can depend on its batch-mates (3 of 16 demo test studies changed); FP32 reports do not.
     gen: generation settings (default: the model's saved ones).
     """
     from model_core.evaluation import load_model_dir
@@ -435,7 +437,7 @@ def _ort_backend(model, resolved: ResolvedSource, detection: dict, gen: Generati
     out = _writable_export_dir(resolved)
     log.info("no usable ONNX export next to the model: exporting to %s", out)
     try:
-        export_onnx(resolved.model_dir, out, quantize=precision == "int8", check=False, latency=False)
+        export_onnx(resolved.model_dir, out, quantize=True, check=False, latency=False)   # both decoders
     except Exception as exc:  # noqa: BLE001 — any export failure means: serve with torch
         notes.append(f"export on startup failed: {type(exc).__name__}: {exc}")
         log.warning("ONNX export on startup failed (%s: %s); serving with torch", type(exc).__name__, exc)

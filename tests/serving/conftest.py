@@ -27,6 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
+import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -41,6 +42,7 @@ from pydicom.uid import (
 )
 
 from model_core.data import EMBEDDED_ROOT
+from tiny_models import tiny_model_config
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install_orthanc.sh"
@@ -338,3 +340,42 @@ def dicom() -> SimpleNamespace:
     return SimpleNamespace(build=build_dicom, to_bytes=dicom_bytes, luma=jpeg_luma, FAKE_PHI=FAKE_PHI,
                            PHI_MARKERS=PHI_MARKERS, FRONTAL_JPEG=FRONTAL_JPEG, LATERAL_JPEG=LATERAL_JPEG,
                            VARIANTS=VARIANTS)
+
+
+# --------------------------------------------------------------------------- the tiny model directory
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A complete model directory of the tiny model (beam 2, 12 new tokens), built once per run (xdist-safe)."""
+    from filelock import FileLock
+
+    from model_core.model import RadiologyMultimodalModel
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "serving_tiny_model"
+    with FileLock(str(shared / "serving_tiny_model.lock")):
+        if not (root / "model_card.json").is_file():
+            torch.manual_seed(0)
+            model = RadiologyMultimodalModel(tiny_model_config(), tiny_tokenizer).eval()
+            model.save_pretrained(root)
+            (root / "config.json").write_text(json.dumps({"generation": {"num_beams": 2, "max_new_tokens": 12}}))
+            (root / "detection.json").write_text(json.dumps({"temperature": 1.0, "thresholds": {}}))
+            (root / "model_card.json").write_text(json.dumps({"version": "test", "name": "tiny"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_with_export(tiny_model_dir, tmp_path_factory):
+    """The tiny model with an ONNX export created by the service's startup path (`load_model`, backend auto)."""
+    from filelock import FileLock
+
+    from serving.backends import load_model
+
+    with FileLock(str(tiny_model_dir.parent / "serving_tiny_export.lock")):
+        loaded = load_model(tiny_model_dir)
+    return tiny_model_dir, loaded
+
+
+# --------------------------------------------------------------------------- contract and OpenAPI

@@ -165,44 +165,6 @@ def client(tmp_path):
         yield c
 
 
-# --------------------------------------------------------------------------- the tiny model directory
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
-    """A complete model directory of the tiny model (beam 2, 12 new tokens), built once per run (xdist-safe)."""
-    from filelock import FileLock
-
-    from model_core.model import RadiologyMultimodalModel
-
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
-    root = shared / "serving_tiny_model"
-    with FileLock(str(shared / "serving_tiny_model.lock")):
-        if not (root / "model_card.json").is_file():
-            torch.manual_seed(0)
-            model = RadiologyMultimodalModel(tiny_model_config(), tiny_tokenizer).eval()
-            model.save_pretrained(root)
-            (root / "config.json").write_text(json.dumps({"generation": {"num_beams": 2, "max_new_tokens": 12}}))
-            (root / "detection.json").write_text(json.dumps({"temperature": 1.0, "thresholds": {}}))
-            (root / "model_card.json").write_text(json.dumps({"version": "test", "name": "tiny"}))
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_model_with_export(tiny_model_dir, tmp_path_factory):
-    """The tiny model with an ONNX export created by the service's startup path (`load_model`, backend auto)."""
-    from filelock import FileLock
-
-    from serving.backends import load_model
-
-    with FileLock(str(tiny_model_dir.parent / "serving_tiny_export.lock")):
-        loaded = load_model(tiny_model_dir)
-    return tiny_model_dir, loaded
-
-
-# --------------------------------------------------------------------------- contract and OpenAPI
-
 def test_openapi_documents_the_contract(client):
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
@@ -279,16 +241,17 @@ def test_tiny_model_end_to_end_with_torch_backend(tmp_path, tiny_model_dir):
 
 
 def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export):
-    """Backend auto exports the model on startup (INT8 decoder) and serves with ONNX Runtime; FP32 ORT and torch
-    produce identical texts and matching probabilities on a few studies; INT8 keeps the probabilities (FP32 vision)."""
+    """Backend auto exports the model on startup (FP32 and INT8 decoders) and serves with ONNX Runtime (FP32); FP32
+    ORT and torch produce identical texts and matching probabilities on a few studies; INT8 keeps the probabilities
+    (FP32 vision)."""
     from model_core.evaluation import load_model_dir
     from serving.backends import OrtBackend, TorchBackend, load_model
 
     model_dir, loaded = tiny_model_with_export
-    assert loaded.backend.name == "onnxruntime-int8" and (model_dir / "onnx" / "decoder.int8.onnx").is_file()
+    assert loaded.backend.name == "onnxruntime-fp32" and (model_dir / "onnx" / "decoder.int8.onnx").is_file()
     assert loaded.version == "test"
     again = load_model(model_dir)            # the export next to the model is found, not redone
-    assert again.backend.name == "onnxruntime-int8" and not again.notes
+    assert again.backend.name == "onnxruntime-fp32" and not again.notes
     model, detection, _ = load_model_dir(model_dir)
     gen = GenerationConfig(num_beams=2, max_new_tokens=12)
     reference = TorchBackend(model, detection, gen)
@@ -301,9 +264,23 @@ def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export
     for (t_text, t_probs), (o_text, o_probs) in zip(want, got):
         assert o_text == t_text
         np.testing.assert_allclose(o_probs, t_probs, atol=1e-4)
-    for (_, t_probs), (text, probs) in zip(want, loaded.backend.generate(studies, contexts)):
+    assert [t for t, _ in loaded.backend.generate(studies, contexts)] == [t for t, _ in want]
+    int8 = OrtBackend(model_dir / "onnx", detection, gen=gen, precision="int8")
+    for (_, t_probs), (text, probs) in zip(want, int8.generate(studies, contexts)):
         assert isinstance(text, str)
         np.testing.assert_allclose(probs, t_probs, atol=1e-4)
+
+
+def test_the_default_backend_gives_a_study_the_same_report_whatever_its_batch(tiny_model_with_export):
+    """Dynamic batching must not change a study's report: alone, or in a batch of 8 with other studies."""
+    _, loaded = tiny_model_with_export
+    torch.manual_seed(5)
+    studies = [torch.rand(1, 1, 32, 32) for _ in range(8)]
+    contexts = [None, {"age": 50}, None, {"indication": "cough"}, None, None, {"sex": "F"}, None]
+    alone = [loaded.backend.generate([s], [c])[0] for s, c in zip(studies, contexts)]
+    together = loaded.backend.generate(studies, contexts)
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    np.testing.assert_allclose(np.stack([p for _, p in together]), np.stack([p for _, p in alone]), atol=1e-5)
 
 
 def test_serving_beam_search_is_token_identical_to_the_reference_ort_generator(tiny_model_with_export):
