@@ -165,7 +165,8 @@ class ServingConfig:
                                         # quantizes activations per batch tensor, so a study's report could
                                         # change with the studies that share its batch (docs/serving.md)
     export_on_startup: bool = True      # export to ONNX when the model has no export beside it
-    threads: int | None = None          # intra-op threads of the runtime (None: its default)
+    workers: int | None = None          # batches run at once (None: one per CPU core, at most 4)
+    threads: int | None = None          # intra-op threads per batch (None: CPU cores / workers, at least 1)
     triton_url: str | None = None       # e.g. 127.0.0.1:8000 (HTTP) for backend=triton
     triton_model: str = "rrg_report"
     max_batch: int = 8                  # dynamic batching (seed §4: max batch 8, max wait 100 ms)
@@ -194,8 +195,9 @@ class ServingConfig:
         for key in ("max_batch", "max_queue", "max_upload_bytes", "max_files"):
             if getattr(self, key) < 1:
                 problems.append(f"serving.{key} must be ≥ 1, got {getattr(self, key)}")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"serving.threads must be ≥ 1 or null, got {self.threads}")
+        for key in ("threads", "workers"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                problems.append(f"serving.{key} must be ≥ 1 or null, got {getattr(self, key)}")
         for key in ("max_wait_ms",):
             if getattr(self, key) < 0:
                 problems.append(f"serving.{key} must be ≥ 0, got {getattr(self, key)}")

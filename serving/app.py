@@ -383,6 +383,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
     config = serving_config(config, **config_overrides)
+    workers, threads = parallelism(config)
     token_table = load_tokens(tokens)
     if not token_table and not allow_anonymous:
         raise AuthConfigError("no API tokens configured: set RRG_API_TOKENS (see serving/auth.py) or pass "
@@ -401,18 +402,19 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
         if service.model is None:
             service.model = await asyncio.to_thread(
                 load_model, service.model_source, backend=config.backend, precision=config.precision,
-                export=config.export_on_startup, threads=config.threads)
+                export=config.export_on_startup, threads=threads, triton_url=config.triton_url,
+                triton_model=config.triton_model)
         service.metrics.model_info.labels(service.model.version, service.model.backend.name).set(1)
         service.reports = ReportStore(service.report_store_path, config.report_retention_days)
         service.audit = AuditLog(service.audit_path)
         service.batcher = MicroBatcher(
             service.infer, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms, max_queue=config.max_queue,
             on_batch=lambda n, s: (service.metrics.batch_size.observe(n), service.metrics.inference.observe(s)),
-            on_queue_depth=service.metrics.queue_depth.set)
+            on_queue_depth=service.metrics.queue_depth.set, workers=workers)
         await service.batcher.start()
-        log.info("serving model %s (backend %s); batching: max %d, wait %.0f ms, queue %d; PACS %s",
+        log.info("serving model %s (backend %s); batching: max %d, wait %.0f ms, queue %d, %d worker(s); PACS %s",
                  service.model.version, service.model.backend.name, config.max_batch, config.max_wait_ms,
-                 config.max_queue, "configured" if service.pacs is not None else "not configured")
+                 config.max_queue, workers, "configured" if service.pacs is not None else "not configured")
         try:
             yield
         finally:
@@ -735,6 +737,18 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def parallelism(config: ServingConfig) -> tuple[int, int]:
+    """(workers, intra-op threads per worker): by default one worker per core (at most 4), one thread each.
+
+    A decoder step of the report model is a few small matrix products: split across cores they gain little
+    (measured: 32 ms/report with 2 threads vs 32 ms with 1 at batch 8), while whole batches on separate cores scale;
+    see benchmarks/serving_batching.py."""
+    cores = os.cpu_count() or 1
+    workers = config.workers or max(1, min(4, cores))
+    threads = config.threads or max(1, cores // workers)
+    return workers, threads
+
+
 def serving_config(config: ServingConfig | None = None, **overrides) -> ServingConfig:
     """A checked copy of `config` (default: ServingConfig()) with `overrides` applied; None values are ignored.
 
@@ -778,7 +792,7 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     store_path = os.environ.get("RRG_REPORT_STORE") or config.report_store
     ReportStore(store_path, config.report_retention_days).close()       # fails here, before the port opens
     model = load_model(model_source, backend=config.backend, precision=config.precision,
-                       export=config.export_on_startup, threads=config.threads,
+                       export=config.export_on_startup, threads=parallelism(config)[1],
                        triton_url=config.triton_url, triton_model=config.triton_model)
     app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, report_store=store_path,
                      allow_anonymous=allow_anonymous, config=config)

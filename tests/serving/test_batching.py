@@ -125,6 +125,39 @@ def test_a_failing_item_fails_alone_and_cancelled_requests_are_dropped():
     assert ["a", "bad", "b"] in seen and ["a"] in seen and ["bad"] in seen   # batch failed → one by one
 
 
+def test_several_workers_run_batches_at_once_and_share_the_due_items():
+    """2 workers: 8 waiting items leave as two batches of 4 that run concurrently; close() lets both finish."""
+    seen, active, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def fn(items):
+        with lock:
+            seen.append(len(items))
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.15)
+        with lock:
+            active[0] -= 1
+        return [i + 100 for i in items]
+
+    async def main():
+        batcher = await MicroBatcher(fn, max_batch=8, max_wait_ms=50, max_queue=64, workers=2).start()
+        started = time.perf_counter()
+        first = await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+        both = time.perf_counter() - started
+        more = [asyncio.ensure_future(batcher.submit(i)) for i in range(8, 20)]
+        await asyncio.sleep(0.08)                       # 12 waiting: batches of 6 + 6 are running now
+        await batcher.close()                           # waits for them
+        return first, both, [f.result() for f in more]
+
+    first, both, more = run(main())
+    assert first == [i + 100 for i in range(8)] and more == [i + 100 for i in range(8, 20)]
+    assert seen == [4, 4, 6, 6] and peak[0] == 2
+    assert both < 0.29                                  # concurrently (one after the other: ≥ 0.30 s)
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(fn, workers=0)
+
+
 async def _with_app(app, fn):
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app):
