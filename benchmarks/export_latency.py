@@ -1,6 +1,6 @@
 """Latency per report of the exported model: torch eager vs ONNX Runtime FP32 vs ONNX Runtime INT8.
 
-    .venv/bin/python benchmarks/export_latency.py [--model-dir runs/demo/model] [--export-dir DIR]
+    .venv/bin/python benchmarks/export_latency.py [--model-dir DIR] [--export-dir DIR]
                                                  [--runs 20] [--num-beams 4] [--greedy] [--json OUT]
 
 Batch 1, one embedded IU X-ray test study per call (cycled), one untimed warm-up call per engine; all engines
@@ -24,12 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "runs" / "demo" / "model"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+    p.add_argument("--model-dir", type=Path, default=None,
                    help="trained model directory (default: runs/demo/model)")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="existing export (or where to write one); default: a temporary directory")
@@ -64,10 +63,12 @@ def print_table(result: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    model_dir = args.model_dir
-    if not (model_dir / "model_card.json").is_file():
-        print(f"no trained model directory at {model_dir}.\n"
-              "Get one with `make run` (writes runs/demo/model, about 10 minutes on 2 CPU cores) or\n"
+    from pipelines.local import latest_model_dir
+
+    model_dir = args.model_dir or latest_model_dir(REPO_ROOT / "runs" / "demo")
+    if model_dir is None or not (model_dir / "model_card.json").is_file():
+        print(f"no trained model directory at {model_dir or 'runs/demo'}.\n"
+              "Get one with `make run` (runs/demo/kfp/<run>/train/model, about 15 minutes on 2 CPU cores) or\n"
               "`.venv/bin/rrg train --config configs/demo.yaml --out DIR`, then pass --model-dir DIR/model.\n"
               "This benchmark trains nothing itself.", file=sys.stderr)
         return 2

@@ -91,10 +91,11 @@ def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo
 def resolve_model_dir(arg: Path | None, tmp: Path, size: str = "demo") -> tuple[Path, str]:
     if arg is not None:
         return arg, "given"
-    trained = sorted((REPO_ROOT / "runs" / "demo" / "kfp").glob("*/train/model/model_card.json"),
-                     key=lambda p: p.stat().st_mtime)
-    if size == "demo" and trained:
-        return trained[-1].parent, "trained by make run"
+    from pipelines.local import latest_model_dir
+
+    trained = latest_model_dir(REPO_ROOT / "runs" / "demo")
+    if size == "demo" and trained is not None:
+        return trained, "trained by make run"
     return build_demo_model_dir(tmp / "model", size=size), f"untrained, {size}-size"
 
 

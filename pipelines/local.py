@@ -58,6 +58,19 @@ def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg
     return summary
 
 
+def latest_model_dir(out_dir: str | os.PathLike) -> Path | None:
+    """The model directory of the newest pipeline run in `out_dir` (e.g. runs/demo after `make run`), or None."""
+    out_dir = Path(out_dir)
+    try:
+        model_dir = Path(json.loads((out_dir / "summary.json").read_text())["model_dir"])
+        if (model_dir / "model_card.json").is_file():
+            return model_dir
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    cards = sorted(out_dir.glob("kfp/*/train/model/model_card.json"), key=lambda p: p.stat().st_mtime)
+    return cards[-1].parent if cards else None
+
+
 def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
     """Per-step times, key metrics with CIs (model and baseline), gate decision, registry result, paths."""
     import mlflow

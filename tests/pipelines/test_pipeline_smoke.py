@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from model_core.config import REPO_ROOT, load_config
-from pipelines.local import format_summary, run_pipeline
+from pipelines.local import format_summary, latest_model_dir, run_pipeline
 from registry import models, tracking
 
 PERMISSIVE_GATE = ["gate.critical_sensitivity_min=-1.0", "gate.min_positives=0", "gate.specificity_floor=0.0",
@@ -37,6 +37,8 @@ def test_passing_gate_promotes_to_champion(pipeline_runs):
     assert "champion" in passing["registered"]["aliases"]
     assert set(passing["steps_seconds"]) >= {"validate_data", "eda", "train", "evaluate", "export", "regulatory_packet"}
     assert json.loads((root / "pass.json").read_text())["model_dir"] == passing["model_dir"]
+    assert str(latest_model_dir(root / "pass")) == passing["model_dir"]          # what the benchmarks default to
+    assert latest_model_dir(root / "nothing-here") is None
     assert "BLEU-4" in format_summary(passing)
 
 
