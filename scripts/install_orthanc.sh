@@ -32,15 +32,9 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        SUDO=(sudo -n)
-    else
-        echo "install_orthanc: error: installing Debian packages needs root (or password-less sudo)" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=lib/sudo.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/sudo.sh"
+find_sudo install_orthanc
 
 exec 9>"$LOCK"
 flock 9

@@ -51,15 +51,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "install_triton: error: needs Debian packages ${missing[*]} (apt-get not found)" >&2
         exit 1
     fi
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            SUDO=(sudo -n)
-        else
-            echo "install_triton: error: installing ${missing[*]} needs root (or password-less sudo)" >&2
-            exit 1
-        fi
-    fi
+    # shellcheck source=lib/sudo.sh
+    . "$REPO/scripts/lib/sudo.sh"
+    find_sudo install_triton
     APT_OPTS=(-o DPkg::Lock::Timeout=300)
     export DEBIAN_FRONTEND=noninteractive
     echo "install_triton: apt-get install ${missing[*]}"
