@@ -41,8 +41,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
-from serving import images as image_io
 from model_core.config import ConfigError, ServingConfig
+from serving import images as image_io
 from serving.auth import AuditLog, Authenticator, AuthConfigError, Principal, load_tokens, sha256_hex
 from serving.backends import LoadedModel, ModelSourceError, load_model
 from serving.batching import BatcherClosed, MicroBatcher, QueueFull
@@ -537,7 +537,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                   "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                   "template": options.report_template, "findings_text": structured.findings_text}
         record["text_rendering"] = render_text(record, options.report_template)
-        service.store(report_id, record)
+        await run_in_threadpool(service.store, report_id, record)       # SQLite: off the event loop
         m = service.metrics
         m.reports.inc()
         for f in structured.findings:
@@ -668,7 +668,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     @app.get(f"{API}/reports/{{report_id}}", response_model=ReportResponse, tags=["reports"],
              responses=_ERRORS, dependencies=[Security(bearer)])
     async def get_report(request: Request, report_id: str) -> ReportResponse:
-        record = service.get(report_id)
+        record = await run_in_threadpool(service.get, report_id)
         service.audit_event("report.read", getattr(request.state, "principal", None), record["study_id"], 200,
                             report_id, record["response"]["requires_radiologist_review"])
         return ReportResponse(**record["response"])
@@ -679,7 +679,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
         """The report as an HL7 FHIR R4 DiagnosticReport (status preliminary), media type application/fhir+json."""
         from serving.fhir import diagnostic_report
 
-        record = service.get(report_id)
+        record = await run_in_threadpool(service.get, report_id)
         service.audit_event("report.read.fhir", getattr(request.state, "principal", None), record["study_id"],
                             200, report_id, record["response"]["requires_radiologist_review"])
         return JSONResponse(diagnostic_report(record), media_type="application/fhir+json")
@@ -690,7 +690,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                               template: Annotated[ReportTemplate | None, Query()] = None) -> PlainTextResponse:
         """Plain text: structured (findings with confidences), narrative, or impression only
         (default: the request's report_template)."""
-        record = service.get(report_id)
+        record = await run_in_threadpool(service.get, report_id)
         service.audit_event("report.read.text", getattr(request.state, "principal", None), record["study_id"],
                             200, report_id, record["response"]["requires_radiologist_review"])
         return PlainTextResponse(render_text(record, template or record["template"]))
