@@ -148,8 +148,8 @@ def main(argv=None) -> int:
     from serving.app import parallelism
     from serving.backends import load_model
 
-    workers, threads = parallelism(ServingConfig(workers=args.workers, threads=args.threads))
-    torch.set_num_threads(threads)
+    serving = ServingConfig(workers=args.workers, threads=args.threads)
+    workers, threads = parallelism(serving, args.backend if args.backend == "torch" else None)
     with tempfile.TemporaryDirectory(prefix="rrg-bench-") as tmp:
         model_dir, kind = resolve_model_dir(args.model_dir, Path(tmp), args.size)
         gen = None
@@ -163,6 +163,8 @@ def main(argv=None) -> int:
                           num_beams=args.num_beams)
         t0 = time.perf_counter()
         loaded = load_model(model_dir, backend=args.backend, threads=threads, gen=gen)
+        workers, threads = parallelism(serving, loaded.backend.name)      # as the service does once loaded
+        torch.set_num_threads(threads)
         load_s = time.perf_counter() - t0
         images, contexts = _test_studies(8, loaded.backend.image_size)
         studies = [images[i] for i in range(len(images))]            # each (1, 1, H, W): one frontal view

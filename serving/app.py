@@ -383,7 +383,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
     config = serving_config(config, **config_overrides)
-    workers, threads = parallelism(config)
+    threads = parallelism(config)[1]        # for the runtime's sessions; workers are set once the backend is known
     token_table = load_tokens(tokens)
     if not token_table and not allow_anonymous:
         raise AuthConfigError("no API tokens configured: set RRG_API_TOKENS (see serving/auth.py) or pass "
@@ -404,6 +404,9 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                 load_model, service.model_source, backend=config.backend, precision=config.precision,
                 export=config.export_on_startup, threads=threads, triton_url=config.triton_url,
                 triton_model=config.triton_model)
+        workers, threads_ = parallelism(config, service.model.backend.name)
+        if service.model.backend.name == "torch":
+            torch.set_num_threads(threads_)                # process-wide: the service runs one model
         service.metrics.model_info.labels(service.model.version, service.model.backend.name).set(1)
         service.reports = ReportStore(service.report_store_path, config.report_retention_days)
         service.audit = AuditLog(service.audit_path)
@@ -737,14 +740,17 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def parallelism(config: ServingConfig) -> tuple[int, int]:
-    """(workers, intra-op threads per worker): by default one worker per core (at most 4), one thread each.
+def parallelism(config: ServingConfig, backend: str | None = None) -> tuple[int, int]:
+    """(workers, intra-op threads per worker) for a backend name (default: the configured backend).
 
-    A decoder step of the report model is a few small matrix products: split across cores they gain little
-    (measured: 32 ms/report with 2 threads vs 32 ms with 1 at batch 8), while whole batches on separate cores scale;
-    see benchmarks/serving_batching.py."""
+    ONNX Runtime and Triton: one worker per core (at most 4), one thread each. A decoder step of the report model
+    is a few small matrix products: split across cores they gain little (32 ms/report with 2 threads vs 32 ms
+    with 1 at batch 8), while whole batches on separate cores scale (session.run releases the GIL).
+    torch: one worker with every core, since transformers' generate loop holds the GIL (two workers were slower
+    than one). See benchmarks/serving_batching.py."""
     cores = os.cpu_count() or 1
-    workers = config.workers or max(1, min(4, cores))
+    torch_backend = (backend or config.backend) == "torch"
+    workers = config.workers or (1 if torch_backend else max(1, min(4, cores)))
     threads = config.threads or max(1, cores // workers)
     return workers, threads
 

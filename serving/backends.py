@@ -378,8 +378,6 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
             raise ModelSourceError(f"no usable ONNX export for {resolved.source}: {'; '.join(notes)}")
     if chosen is None:
         chosen = TorchBackend(model, detection, gen)
-        if threads:
-            torch.set_num_threads(threads)      # process-wide: the service runs one model
     log.info("model %s (version %s) loaded with the %s backend in %.1f s", resolved.source, resolved.version,
              chosen.name, time.perf_counter() - started)
     return LoadedModel(backend=chosen, source=resolved.source, model_dir=resolved.model_dir,

@@ -110,3 +110,16 @@ def test_rrg_serve_reports_bad_settings_before_starting(tmp_path, capsys, monkey
     monkeypatch.delenv("RRG_REPORT_STORE")
     assert main(["serve", "--model", str(model_dir), "--report-store", str(tmp_path), "--port", "9"]) == 2
     assert "report store" in capsys.readouterr().err
+
+
+def test_parallelism_defaults_per_backend(monkeypatch):
+    from serving.app import parallelism
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert parallelism(ServingConfig()) == (4, 2)                        # ONNX Runtime: whole batches per core
+    assert parallelism(ServingConfig(), "onnxruntime-fp32") == (4, 2)
+    assert parallelism(ServingConfig(), "torch") == (1, 8)              # transformers' loop holds the GIL
+    assert parallelism(ServingConfig(backend="torch")) == (1, 8)
+    assert parallelism(ServingConfig(workers=3, threads=1), "torch") == (3, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert parallelism(ServingConfig()) == (2, 1)
