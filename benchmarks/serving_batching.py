@@ -172,20 +172,20 @@ def main(argv=None) -> int:
               f"max {loaded.gen.max_new_tokens} new tokens, loaded in {load_s:.1f} s; "
               f"{os.cpu_count()} CPUs, {workers} worker(s) × {threads} thread(s)")
         b, w = args.max_batch, args.max_wait_ms
-        scenarios = {
+        scenarios = {                                      # the service's settings last
             "baseline (1 client, no batching)": (1, args.requests_1, 1, 0.0, 1),
             f"1 client, batcher ({b}, {w:.0f} ms, {workers}w)": (1, args.requests_1, b, w, workers),
-            f"8 clients, batcher ({b}, {w:.0f} ms, 1w)": (8, args.requests_8, b, w, 1),
+            f"8 clients, batcher ({b}, {w:.0f} ms, 1 worker)": (8, args.requests_8, b, w, 1),
             f"8 clients, batcher ({b}, {w:.0f} ms, {workers}w)": (8, args.requests_8, b, w, workers),
         }
         results = {}
         for name, (clients, requests, max_batch, wait, n_workers) in scenarios.items():
             results[name] = asyncio.run(run_scenario(loaded.backend, studies, contexts, clients, requests,
                                                      max_batch, wait, n_workers))
-    head = f"{'scenario':<36} {'req':>4} {'rps':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6}"
+    head = f"{'scenario':<40} {'req':>4} {'rps':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6}"
     print(head + "\n" + "-" * len(head))
     for name, r in results.items():
-        print(f"{name:<36} {r['requests']:>4} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
+        print(f"{name:<40} {r['requests']:>4} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
               f"{r['p99_ms']:>8.0f} {r['mean_batch_size']:>6.2f}")
     base, one, eight_1w, eight = (results[k]["throughput_rps"] for k in results)
     ratio = eight / one
