@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, default=None,
-                   help="trained model directory (default: runs/demo/model)")
+                   help="trained model directory (default: the latest make run's, runs/demo/summary.json)")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="existing export (or where to write one); default: a temporary directory")
     p.add_argument("--runs", type=int, default=20, help="timed reports per engine and mode (default 20)")

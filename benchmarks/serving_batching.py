@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, default=None,
-                   help="trained model directory (default: runs/demo/model if present, else an untrained "
+                   help="trained model directory (default: the latest make run's model if present, else an untrained "
                         "demo-size model in a temporary directory)")
     p.add_argument("--size", default="demo", choices=("demo", "tiny"),
                    help="architecture of the untrained model built when no model directory is used: demo "

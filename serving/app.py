@@ -1,6 +1,6 @@
 """The report service (seed §4): FastAPI app, dynamic batching, QA, FHIR output, auth, audit, metrics.
 
-    app = create_app("runs/demo/model", pacs_client=PacsClient("http://orthanc:8042/dicom-web"))
+    app = create_app("runs/demo/kfp/<run>/train/model", pacs_client=PacsClient("http://orthanc:8042/dicom-web"))
     serve("models:/rrg-chest-xray@champion", host="127.0.0.1", port=8080, pacs_url=...)   # blocking (uvicorn)
 
 Endpoints (see docs/serving.md and /openapi.json):

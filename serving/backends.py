@@ -7,7 +7,7 @@ head's calibrated probabilities (14,) (sigmoid(logit / temperature), CheXpert or
         -> list[(text, probs)]
 
 - `TorchBackend`: the reference path, `model_core.generation.generate_texts` on the torch model.
-- `OrtBackend`: ONNX Runtime over an export directory (`model_core.export`), INT8 decoder by default.
+- `OrtBackend`: ONNX Runtime over an export directory (`model_core.export`), FP32 decoder by default (INT8 optional).
 
 Studies of one batch may have different view counts K; they are run in groups of equal K.
 
