@@ -161,9 +161,9 @@ class ServingConfig:
     port: int = 8080
     backend: str = "auto"               # auto (ONNX Runtime when an export exists or can be made, else torch) |
                                         # onnxruntime | torch | triton (a Triton Inference Server at triton_url)
-    precision: str = "fp32"             # ONNX Runtime decoder: fp32 | int8. Not int8 by default: dynamic INT8
-                                        # quantizes activations per batch tensor, so a study's report could
-                                        # change with the studies that share its batch (docs/serving.md)
+    precision: str = "fp32"             # ONNX Runtime decoder: fp32 | int8. FP32 by default: its reports are
+                                        # token-identical to the torch model the gate evaluated; the INT8 one
+                                        # changes some (docs/serving.md)
     export_on_startup: bool = True      # export to ONNX when the model has no export beside it
     workers: int | None = None          # batches run at once (None: one per CPU core, at most 4)
     threads: int | None = None          # intra-op threads per batch (None: CPU cores / workers, at least 1)

@@ -283,8 +283,17 @@ def _graph_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def quantize_decoder(fp32_path: Path, int8_path: Path) -> dict:
-    """Dynamic INT8 quantization of the decoder's MatMul/Gemm weights (activations quantized at run time)."""
+def quantize_decoder(fp32_path: Path, int8_path: Path, calibration: list[dict] | None = None) -> dict:
+    """INT8 decoder: static (calibrated) when `calibration` decoder feeds are given, else dynamic.
+
+    Static: the weight matrix products (MatMul/Gemm with a constant weight) get per-channel INT8 weights and
+    UINT8 activations whose scales are fixed from the calibration feeds (min/max), in QDQ format; the attention
+    products and everything else stay FP32. Fixed scales make a row's result independent of the other rows of
+    its batch. Dynamic: activation scales are computed at run time over the whole batch tensor, so a study's
+    report can change with the studies batched with it (the fallback when no calibration data is at hand).
+    """
+    if calibration:
+        return _quantize_static(fp32_path, int8_path, calibration)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     started = time.perf_counter()
@@ -295,7 +304,58 @@ def quantize_decoder(fp32_path: Path, int8_path: Path) -> dict:
                          op_types_to_quantize=["MatMul", "Gemm"], per_channel=False, reduce_range=False,
                          use_external_data_format=_graph_bytes(fp32_path) > _EXTERNAL_DATA_BYTES)
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-            "op_types": ["MatMul", "Gemm"], "per_channel": False, "seconds": round(time.perf_counter() - started, 2)}
+            "op_types": ["MatMul", "Gemm"], "per_channel": False, "batch_invariant": False,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _quantize_static(fp32_path: Path, int8_path: Path, calibration: list[dict]) -> dict:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    started = time.perf_counter()
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    nodes = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
+             and n.input[1] in weights]
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(calibration)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with _quiet_exporter_logs():
+        quantize_static(str(fp32_path), str(int8_path), Feeds(), quant_format=QuantFormat.QDQ,
+                        nodes_to_quantize=nodes, per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8,
+                        use_external_data_format=_graph_bytes(fp32_path) > _EXTERNAL_DATA_BYTES)
+    return {"method": "onnxruntime.quantization.quantize_static (QDQ, min/max calibration)",
+            "weight_type": "QInt8 per channel", "activation_type": "QUInt8", "nodes": len(nodes),
+            "calibration_feeds": len(calibration), "batch_invariant": True,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def calibration_feeds(export_dir: Path, images: np.ndarray, contexts: list, every: int = 2,
+                      batch: int = 4) -> list[dict]:
+    """Decoder inputs recorded while the FP32 export writes greedy reports for `images` (calibration studies:
+    never the test split): every `every`-th step of each batch, prompt steps included."""
+    feeds: list[dict] = []
+
+    class Recorder(OrtReportGenerator):
+        def step(self, embeds, mask, positions, past):
+            self._calls = getattr(self, "_calls", 0) + 1
+            if self._calls % every == 1 or every == 1:
+                feeds.append({"inputs_embeds": embeds.astype(np.float32), "attention_mask": mask.astype(np.int64),
+                              "position_ids": positions.astype(np.int64),
+                              **{name: p.copy() for name, p in zip(self.past_inputs, past)}})
+            return super().step(embeds, mask, positions, past)
+
+    engine = Recorder(export_dir, precision="fp32")
+    for start in range(0, len(images), batch):
+        engine._calls = 0
+        engine.generate(images[start:start + batch], contexts[start:start + batch], num_beams=1)
+    return feeds
 
 
 # --------------------------------------------------------------------------- TensorRT (optional)
@@ -417,10 +477,12 @@ def _versions() -> dict:
 
 def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize: bool = True,
                 opset: int = DEFAULT_OPSET, exporter: str = "auto", check: bool = True, n_check: int = 4,
-                gen: GenerationConfig | None = None, latency: bool = True) -> dict:
+                gen: GenerationConfig | None = None, latency: bool = True, n_calibration: int = 16) -> dict:
     """Export a trained model directory to out_dir (see the module docstring); returns the export report.
 
-    quantize: also write decoder.int8.onnx. exporter: auto (dynamo, TorchScript fallback) | dynamo | torchscript.
+    quantize: also write decoder.int8.onnx, statically quantized with activation scales calibrated on
+    n_calibration embedded *training* studies (dynamic quantization, with a warning, when those cannot be
+    loaded). exporter: auto (dynamo, TorchScript fallback) | dynamo | torchscript.
     check: run `check_parity` on n_check embedded test studies before publishing (with latency figures
     unless latency=False); gen overrides the saved generation config for that check.
     Everything is written into a temporary sibling of out_dir that is renamed into place at the end, so a
@@ -438,9 +500,6 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quanti
         gen_saved = build_section(GenerationConfig, saved.get("generation", {}), "generation.")
         exporters = {"vision": export_vision(model, staging / VISION_FILE, opset, exporter),
                      "decoder": export_decoder(model.language_model, staging / DECODER_FILE, opset, exporter)}
-        quantization = None
-        if quantize:
-            quantization = quantize_decoder(staging / DECODER_FILE, staging / DECODER_INT8_FILE)
         embed = model.language_model.get_input_embeddings().weight.detach().float().numpy()
         np.save(staging / EMBED_FILE, embed)
         model.tokenizer.save_pretrained(staging / "tokenizer")
@@ -457,6 +516,10 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quanti
                       "decoder_int8": DECODER_INT8_FILE if quantize else None, "embed_tokens": EMBED_FILE},
         }
         atomic_write_text(staging / EXPORT_CONFIG_FILE, json.dumps(meta, indent=2))
+        quantization = None
+        if quantize:
+            quantization = quantize_decoder(staging / DECODER_FILE, staging / DECODER_INT8_FILE,
+                                            _calibration(staging, model.image_size, n_calibration))
         # TensorRT engines only where tensorrt imports (GPU hosts); otherwise the report says it was skipped.
         trt_vision = build_tensorrt_engine(staging / VISION_FILE)
         tensorrt: str | dict = trt_vision["tensorrt"]
@@ -779,11 +842,27 @@ class OrtReportGenerator:
 
 # --------------------------------------------------------------------------- parity and latency
 
-def _test_studies(n: int, image_size: int) -> tuple[torch.Tensor, list[dict]]:
-    """n embedded test studies: images (n, 1, 1, H, W) (first frontal image) and their clinical contexts."""
+def _calibration(export_dir: Path, image_size: int, n: int) -> list[dict] | None:
+    """Calibration feeds from n embedded training studies, or None (→ dynamic INT8) when they cannot be had."""
+    from model_core.data import DataError
+
+    if n <= 0:
+        return None
+    try:
+        images, contexts = _test_studies(n, image_size, split="train")
+    except (DataError, OSError, ValueError) as exc:
+        log.warning("no calibration studies (%s: %s): the INT8 decoder is quantized dynamically, so its reports "
+                    "can depend on the other studies of a batch", type(exc).__name__, exc)
+        return None
+    return calibration_feeds(export_dir, images.numpy(), contexts)
+
+
+def _test_studies(n: int, image_size: int, split: str = "test") -> tuple[torch.Tensor, list[dict]]:
+    """n embedded studies of a split (default test): images (n, 1, 1, H, W) (first frontal image) and their
+    clinical contexts."""
     from model_core.data import group_studies, load_image, load_iu_xray
 
-    dataset = load_iu_xray(split="test", limit_studies=n)
+    dataset = load_iu_xray(split=split, limit_studies=n)
     studies = group_studies(dataset)[:n]
     images = torch.stack([load_image(dataset["images"][s["rows"][0]], image_size) for s in studies])
     return images.unsqueeze(1), [s["metadata"] for s in studies]

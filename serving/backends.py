@@ -351,9 +351,9 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
     backend: "auto" (ONNX Runtime when an export is found or `export` allows creating one, else torch),
     "onnxruntime" (fails when no usable export can be had), "torch", or "triton" (the model runs in a Triton
     Inference Server at `triton_url` under the name `triton_model`; only the model directory's metadata —
-    version, thresholds, temperature — is read here). precision: the ORT decoder, fp32 (default) or int8 —
-    dynamic INT8 quantizes activations with one scale per batch tensor, so under dynamic batching a study's
-    report can depend on its batch-mates (3 of 16 demo test studies changed); FP32 reports do not.
+    version, thresholds, temperature — is read here). precision: the ORT decoder, fp32 (default: token-identical
+    to the torch model that was evaluated) or int8 (faster; calibrated static quantization, see
+    model_core.export.quantize_decoder — a dynamically quantized decoder's reports depend on the batch-mates).
     gen: generation settings (default: the model's saved ones).
     """
     from model_core.evaluation import load_model_dir

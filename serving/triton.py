@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory or models:/NAME@ALIAS")
     parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
-                        help="ONNX Runtime decoder (default fp32: reports do not depend on batch-mates)")
+                        help="ONNX Runtime decoder (default fp32: token-identical to the evaluated torch model)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--model-name", default=MODEL_NAME)
     parser.add_argument("--http-port", type=int, default=8000)

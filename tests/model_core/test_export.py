@@ -115,6 +115,29 @@ def test_multiview_batch_matches_torch(exported, torch_model):
         assert all("XX" not in t for t in texts)
 
 
+def test_int8_decoder_is_calibrated_and_batch_invariant(exported, tmp_path, monkeypatch, caplog):
+    """Static INT8 (scales from training studies): a study's text is the same alone and in a batch. Without
+    calibration studies the export falls back to dynamic INT8, says so, and records it."""
+    quant = exported[2]["quantization"]
+    assert quant["batch_invariant"] and "quantize_static" in quant["method"] and quant["calibration_feeds"] > 0
+    engine = OrtReportGenerator(exported[1], precision="int8", gen=GEN)
+    images = np.random.default_rng(4).random((6, 1, 1, 32, 32), dtype=np.float32)
+    together = engine.generate(images)
+    alone = [engine.generate(images[i:i + 1]) for i in range(6)]
+    assert together[0] == [a[0][0] for a in alone]
+    from model_core.data import DataError
+
+    def no_data(*args, **kwargs):
+        raise DataError("manifest not found")
+
+    monkeypatch.setattr(export_mod, "_test_studies", no_data)
+    with caplog.at_level(logging.WARNING, logger="model_core.export"):
+        assert export_mod._calibration(exported[1], 32, 4) is None
+    assert "quantized dynamically" in caplog.text
+    info = export_mod.quantize_decoder(exported[1] / "decoder.onnx", tmp_path / "dynamic.onnx", None)
+    assert not info["batch_invariant"] and "dynamic" in info["method"] and (tmp_path / "dynamic.onnx").is_file()
+
+
 def test_int8_decoder_runs(exported):
     engine = OrtReportGenerator(exported[1], precision="int8", gen=GEN)
     images = np.random.default_rng(0).random((2, 1, 1, 32, 32), dtype=np.float32)

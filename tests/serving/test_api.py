@@ -271,14 +271,21 @@ def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export
         np.testing.assert_allclose(probs, t_probs, atol=1e-4)
 
 
-def test_the_default_backend_gives_a_study_the_same_report_whatever_its_batch(tiny_model_with_export):
-    """Dynamic batching must not change a study's report: alone, or in a batch of 8 with other studies."""
-    _, loaded = tiny_model_with_export
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_study_gets_the_same_report_whatever_its_batch(tiny_model_with_export, precision):
+    """Dynamic batching must not change a study's report: alone, or in a batch of 8 with other studies (FP32, the
+    default, and the calibrated INT8 decoder of the startup export)."""
+    from serving.backends import OrtBackend
+
+    model_dir, loaded = tiny_model_with_export
+    backend = loaded.backend if precision == "fp32" else OrtBackend(model_dir / "onnx", loaded.detection,
+                                                                    gen=loaded.gen, precision="int8")
+    assert backend.name == f"onnxruntime-{precision}"
     torch.manual_seed(5)
     studies = [torch.rand(1, 1, 32, 32) for _ in range(8)]
     contexts = [None, {"age": 50}, None, {"indication": "cough"}, None, None, {"sex": "F"}, None]
-    alone = [loaded.backend.generate([s], [c])[0] for s, c in zip(studies, contexts)]
-    together = loaded.backend.generate(studies, contexts)
+    alone = [backend.generate([s], [c])[0] for s, c in zip(studies, contexts)]
+    together = backend.generate(studies, contexts)
     assert [t for t, _ in together] == [t for t, _ in alone]
     np.testing.assert_allclose(np.stack([p for _, p in together]), np.stack([p for _, p in alone]), atol=1e-5)
 
