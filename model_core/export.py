@@ -7,7 +7,7 @@
                              inputs_embeds (B, T, d_l), attention_mask (B, P+T) int64, position_ids (B, T) int64,
                              past_key_i / past_value_i (B, H_kv, P, D_h) for every layer i (P may be 0)
                            → logits (B, T, V), present_key_i / present_value_i (B, H_kv, P+T, D_h)
-        decoder.int8.onnx  the same graph, MatMul/Gemm weights dynamically quantized to INT8
+        decoder.int8.onnx  the same graph, weight MatMul/Gemm in INT8 (static, calibrated on training studies)
         embed_tokens.npy   the LM's token-embedding matrix (V, d_l) FP32, to embed prompt and generated tokens
         tokenizer/, detection.json, export_config.json (shapes, token ids, generation defaults, exporter used),
         export_report.json (files, sizes, exporter, parity and latency figures, TensorRT status)
