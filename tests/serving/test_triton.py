@@ -33,9 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = "scripts/install_triton.sh"
 TRITON_PYTHON = Path(os.environ.get("TRITON_VENV", REPO / ".venv-triton")) / "bin" / "python"
 IMAGE_SIZE = tiny_model_config().vision.image_size
-# The FP32 decoder: its results do not depend on which studies share a batch. With the INT8 one (dynamic
-# quantization: activation scales per batch tensor) a study's text can change with its batch-mates, in process
-# as much as on Triton, so the comparisons below would depend on how Triton happened to batch the requests.
+# The service's default decoder. (Its results, like the calibrated INT8 decoder's, do not depend on which studies
+# share a batch, so the exact comparisons below do not depend on how Triton happened to batch the requests.)
 PRECISION = "fp32"
 CONTEXTS = [None, {"age": 61, "sex": "F", "indication": "cough and fever"}, None, {"indication": "chest pain"},
             {}, None, {"age": 40}, None, None, {"indication": "dyspnea"}]
