@@ -657,6 +657,17 @@ def _linked_checks(checks: list[dict], keywords: tuple[str, ...] = (), finding: 
             and (finding is None or c["finding"] == finding)]
 
 
+def _from_gate_or_missing(linked: list[dict], evidence, what: str, fmt) -> tuple[str, str, str] | None:
+    """(level, basis, measured) of a monitoring hazard from its gate checks, or "needs review" when neither checks
+    nor monitoring evidence were supplied; None when only the monitoring evidence is there (the caller reads it)."""
+    if linked:
+        level, basis = _residual_from_checks(linked)
+        return level, basis, "; ".join(f"{x['metric']} = {fmt(x['value'])}" for x in linked)
+    if evidence is None:
+        return "needs review", f"no {what} evidence supplied", "not supplied"
+    return None
+
+
 def _residual_from_checks(checks: list[dict]) -> tuple[str, str]:
     if not checks:
         return "needs review", "no release-gate acceptance criterion covers this metric"
@@ -765,11 +776,9 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
 
     drift = monitoring["drift"]
     linked = _linked_checks(checks, ("drift", "mmd"))
-    if linked:
-        level, basis = _residual_from_checks(linked)
-        measured = "; ".join(f"{x['metric']} = {fmt(x['value'])}" for x in linked)
-    elif drift is None:
-        level, basis, measured = "needs review", "no drift-monitor evidence supplied", "not supplied"
+    found = _from_gate_or_missing(linked, drift, "drift-monitor", fmt)
+    if found:
+        level, basis, measured = found
     else:
         measured = (f"{drift['method']}: statistic {fmt(drift['statistic'])}, p = {fmt(drift['p_value'])}, "
                     f"threshold {fmt(drift['threshold'])}, drift detected: "
@@ -794,11 +803,9 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
 
     phi = monitoring["phi"]
     linked = _linked_checks(checks, ("phi",))
-    if linked:
-        level, basis = _residual_from_checks(linked)
-        measured = "; ".join(f"{x['metric']} = {fmt(x['value'])}" for x in linked)
-    elif phi is None:
-        level, basis, measured = "needs review", "no PHI-check evidence supplied", "not supplied"
+    found = _from_gate_or_missing(linked, phi, "PHI-check", fmt)
+    if found:
+        level, basis, measured = found
     else:
         measured = (f"{'passed' if phi['passed'] else 'FAILED'}"
                     + (f", {phi['checks_run']} checks" if phi["checks_run"] is not None else "")
