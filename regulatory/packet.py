@@ -657,6 +657,13 @@ def _linked_checks(checks: list[dict], keywords: tuple[str, ...] = (), finding: 
             and (finding is None or c["finding"] == finding)]
 
 
+def _gate_fields(linked: list[dict], level: str, basis: str, default_criterion: str) -> dict:
+    """The risk row's acceptance criterion (the linked gate checks', else `default_criterion`), residual risk,
+    its basis and the linked checks' names."""
+    return {"criterion": "; ".join(_criterion(x) for x in linked) or default_criterion,
+            "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked]}
+
+
 def _from_gate_or_missing(linked: list[dict], evidence, what: str, fmt) -> tuple[str, str, str] | None:
     """(level, basis, measured) of a monitoring hazard from its gate checks, or "needs review" when neither checks
     nor monitoring evidence were supplied; None when only the monitoring evidence is there (the caller reads it)."""
@@ -698,8 +705,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
             "metric": f"{finding} sensitivity, 95 % CI (Wilson)",
             "measured": f"{_pair_text(c['sensitivity'], c['sensitivity_ci'])}; TP {c['tp']} of {c['positives']} "
                         "positives",
-            "criterion": "; ".join(_criterion(x) for x in linked) or "none in gate",
-            "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+            **_gate_fields(linked, level, basis, "none in gate"),
         })
 
     hall = perf["hallucination"]["vs_ground_truth"]
@@ -714,8 +720,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
                   "95 % bootstrap CI",
         "measured": f"{_ci_text(hall['rate'])}; {hall['reports_with_unsupported_critical']} of {hall['reports']} "
                     "drafts",
-        "criterion": "; ".join(_criterion(x) for x in linked) or "none in gate",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "none in gate"),
     })
 
     linked = _linked_checks(checks, ("specificity",))
@@ -728,8 +733,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
         "metric": "Specificity per critical finding, 95 % CI (Wilson)",
         "measured": "; ".join(f"{f}: {_pair_text(perf['critical_findings'][f]['specificity'], perf['critical_findings'][f]['specificity_ci'])}"
                               for f in CRITICAL_FINDINGS),
-        "criterion": "; ".join(_criterion(x) for x in linked) or "none in gate",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "none in gate"),
     })
 
     det = perf["hallucination"].get("vs_detection_head")
@@ -756,8 +760,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
                       "template baseline",
         "metric": "Clinical-efficacy F1 (micro, macro), 95 % bootstrap CI",
         "measured": f"micro {_ci_text(s['CE micro F1'])}; macro {_ci_text(s['CE macro F1'])}",
-        "criterion": "; ".join(_criterion(x) for x in linked) or "none in gate",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "none in gate"),
     })
 
     cal = perf["calibration"]
@@ -770,8 +773,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
         "metric": "Expected calibration error (ECE) on test, after temperature scaling",
         "measured": (f"ECE {fmt(cal['test_ece'])} (before scaling {fmt(cal['test_ece_uncalibrated'])}), "
                      f"T = {fmt(cal['temperature'], 2)}") if cal else "not reported",
-        "criterion": "; ".join(_criterion(x) for x in linked) or "none in gate",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "none in gate"),
     })
 
     drift = monitoring["drift"]
@@ -797,8 +799,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
                       "the population (Section 2)",
         "metric": "Drift monitor (MMD two-sample test)",
         "measured": measured,
-        "criterion": "; ".join(_criterion(x) for x in linked) or "no drift at the monitor's threshold",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "no drift at the monitor's threshold"),
     })
 
     phi = monitoring["phi"]
@@ -819,8 +820,7 @@ def _risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dic
                       "and screens every text",
         "metric": "PHI checks",
         "measured": measured,
-        "criterion": "; ".join(_criterion(x) for x in linked) or "all PHI checks pass",
-        "residual_risk": level, "basis": basis, "linked_checks": [x["name"] for x in linked],
+        **_gate_fields(linked, level, basis, "all PHI checks pass"),
     })
 
     rows.append({
