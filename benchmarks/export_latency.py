@@ -76,9 +76,15 @@ def main(argv=None) -> int:
     import torch
 
     from model_core.config import GenerationConfig, build_section
-    from model_core.evaluation import load_model_dir
-    from model_core.export import (EXPORT_CONFIG_FILE, OrtReportGenerator, _test_studies, _versions, export_onnx,
-                                   measure_latency)
+    from model_core.export.onnx_export import (
+        EXPORT_CONFIG_FILE,
+        OrtReportGenerator,
+        _test_studies,
+        _versions,
+        export_onnx,
+        measure_latency,
+    )
+    from model_core.modeling.model_dir import load_model_dir
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)

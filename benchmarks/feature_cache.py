@@ -15,10 +15,10 @@ import time
 import torch
 
 from model_core.config import REPO_ROOT, StageConfig, load_config
-from model_core.data import load_split
-from model_core.model import RadiologyMultimodalModel
-from model_core.tokenizer import clean_text, train_report_tokenizer
-from model_core.training import train_two_stage
+from model_core.data.iu_xray import load_split
+from model_core.modeling.model import RadiologyMultimodalModel
+from model_core.modeling.tokenizer import clean_text, train_report_tokenizer
+from model_core.training.trainer import train_two_stage
 
 
 def main() -> None:

@@ -70,9 +70,9 @@ def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo
     import torch
 
     from model_core.config import load_config
-    from model_core.data import load_iu_xray
-    from model_core.model import RadiologyMultimodalModel
-    from model_core.tokenizer import clean_target, train_report_tokenizer
+    from model_core.data.iu_xray import load_iu_xray
+    from model_core.modeling.model import RadiologyMultimodalModel
+    from model_core.modeling.tokenizer import clean_target, train_report_tokenizer
 
     cfg = load_config(config)
     if size == "tiny":          # the tests' tiny architecture (tests/tiny_models.py reads the same file)
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     import torch
 
     from model_core.config import ServingConfig
-    from model_core.export import _test_studies
+    from model_core.export.onnx_export import _test_studies
     from serving.app import parallelism
     from serving.backends import load_model
 

@@ -143,9 +143,9 @@ def batch_stats(metrics: str) -> tuple[float, float]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import numpy as np
-
-    from model_core.data import load_iu_xray
     from serving_batching import resolve_model_dir
+
+    from model_core.data.iu_xray import load_iu_xray
 
     test = load_iu_xray(split="test", limit_studies=16)
     images = [Path(p).read_bytes() for p in test["images"]]

@@ -23,8 +23,8 @@ def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, datas
     import time
     from pathlib import Path
 
-    from model_core.config import build_section, Config, resolve_path
-    from model_core.validation import raise_on_failure, validate_dataset
+    from model_core.config import Config, build_section, resolve_path
+    from model_core.data.validation import raise_on_failure, validate_dataset
     from registry import tracking
 
     t0 = time.perf_counter()
@@ -51,8 +51,8 @@ def eda(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[
     import time
     from pathlib import Path
 
-    from model_core.config import build_section, Config
-    from model_core.eda import run_data_report
+    from model_core.config import Config, build_section
+    from model_core.data.eda import run_data_report
     from registry import tracking
 
     t0 = time.perf_counter()
@@ -71,8 +71,8 @@ def train(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Inpu
     import json
     import time
 
-    from model_core.config import build_section, Config
-    from model_core.training import train_report_model
+    from model_core.config import Config, build_section
+    from model_core.training.trainer import train_report_model
     from registry import tracking
 
     t0 = time.perf_counter()
@@ -93,8 +93,8 @@ def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Inp
     import time
     from pathlib import Path
 
-    from model_core.config import build_section, Config
-    from model_core.evaluation import evaluate_candidate
+    from model_core.config import Config, build_section
+    from model_core.evaluation.evaluate import evaluate_candidate
     from registry import tracking
 
     t0 = time.perf_counter()
@@ -116,8 +116,8 @@ def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: In
     import json
     from pathlib import Path
 
-    from model_core.config import build_section, Config
-    from model_core.gates import gate_decision
+    from model_core.config import Config, build_section
+    from model_core.evaluation.gates import gate_decision
     from registry import tracking
 
     cfg = build_section(Config, json.loads(config_json))
@@ -135,7 +135,7 @@ def export(tracking_uri: str, mlflow_run_id: str, model: Input[Model], onnx_mode
     """ONNX export (FP32 + INT8 LM), parity check, latency; TensorRT only where it imports."""
     import time
 
-    from model_core.export import export_onnx
+    from model_core.export.onnx_export import export_onnx
     from registry import tracking
 
     t0 = time.perf_counter()
@@ -151,8 +151,8 @@ def regulatory_packet(model_name: str, tracking_uri: str, mlflow_run_id: str, da
     """The 510(k) packet (PDF, HTML, JSON + SHA-256 manifest), reproducible from the run."""
     import time
 
-    from regulatory.assemble import build_run_packet
     from registry import tracking
+    from regulatory.assemble import build_run_packet
 
     t0 = time.perf_counter()
     path = build_run_packet(run_id=mlflow_run_id, model_name=model_name, model_dir=model.path,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from model_core import __version__
 from model_core.config import Config
-from model_core.data import atomic_write_text
+from model_core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

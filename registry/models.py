@@ -39,7 +39,7 @@ try:
         """
 
         def load_context(self, context):
-            from model_core.evaluation import load_model_dir
+            from model_core.modeling.model_dir import load_model_dir
 
             self.model, self.detection, self.saved = load_model_dir(context.artifacts["model_dir"])
 
@@ -47,8 +47,8 @@ try:
             import torch
 
             from model_core.config import GenerationConfig, build_section
-            from model_core.data import load_image
-            from model_core.generation import generate_report
+            from model_core.data.images import load_image
+            from model_core.modeling.generation import generate_report
 
             gen = build_section(GenerationConfig, self.saved.get("generation", {}), "generation.")
             reports = []

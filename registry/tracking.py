@@ -213,7 +213,8 @@ def data_lineage(root: str | os.PathLike, manifest: str | os.PathLike) -> dict:
     """Hashes that pin the training data: manifest SHA-256 and a digest over the images' checksums."""
     import hashlib
 
-    from model_core.data import read_manifest, sha256_file
+    from model_core.data.manifest import read_manifest
+    from model_core.files import sha256_file
 
     root, manifest = Path(root), Path(manifest)
     df = read_manifest(manifest)
@@ -229,7 +230,7 @@ def software_lineage() -> dict:
     """Git commit and the versions of the packages the model depends on."""
     from importlib import metadata
 
-    from model_core.training import model_version_string
+    from model_core.training.trainer import model_version_string
 
     versions = {}
     for pkg in ("torch", "transformers", "tokenizers", "deepspeed", "peft", "mlflow", "kfp", "numpy",

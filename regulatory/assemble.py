@@ -26,7 +26,7 @@ def data_summary(lineage: dict, model_dir: Path) -> dict:
         "studies_per_split": {"train": card["train_studies"], "val": card["val_studies"], "test": None},
     }
     if splits_file.is_file():
-        from model_core.data import sha256_file
+        from model_core.files import sha256_file
 
         summary["splits_sha256"] = sha256_file(splits_file)
     return summary

@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from model_core.config import ConfigError, REPO_ROOT, load_config, resolve_path
-from model_core.data import DataError
+from model_core.config import REPO_ROOT, ConfigError, load_config, resolve_path
+from model_core.data.manifest import DataError
 
 log = logging.getLogger("rrg")
 
@@ -31,7 +31,7 @@ def _print_json(obj) -> None:
 # --------------------------------------------------------------------------- data
 
 def cmd_data_stats(args) -> int:
-    from model_core.data import dataset_stats, load_iu_xray, load_split
+    from model_core.data.iu_xray import dataset_stats, load_iu_xray, load_split
 
     cfg = _config(args)
     out = {}
@@ -47,7 +47,7 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_data_splits(args) -> int:
-    from model_core.data import EMBEDDED_ROOT, write_checksums, write_splits
+    from model_core.data.manifest import EMBEDDED_ROOT, write_checksums, write_splits
 
     splits = write_splits(EMBEDDED_ROOT / "manifest.csv", EMBEDDED_ROOT / "splits.csv")
     n = write_checksums(EMBEDDED_ROOT)
@@ -59,7 +59,7 @@ def cmd_data_splits(args) -> int:
 # --------------------------------------------------------------------------- labels, EDA
 
 def cmd_label(args) -> int:
-    from model_core.labels import write_label_table
+    from model_core.labels.labeler import write_label_table
 
     write_label_table(args.manifest, args.out)
     print(f"wrote {args.out}")
@@ -67,7 +67,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_eda(args) -> int:
-    from model_core.eda import run_eda
+    from model_core.data.eda import run_eda
 
     cfg = _config(args)
     paths = run_eda(args.out, root=resolve_path(cfg.data.root), split=args.split,
@@ -80,7 +80,7 @@ def cmd_eda(args) -> int:
 # --------------------------------------------------------------------------- baseline
 
 def cmd_baseline_train(args) -> int:
-    from model_core.baseline import train_baseline
+    from model_core.evaluation.baseline import train_baseline
 
     cfg = _config(args)
     model_dir = train_baseline(cfg, args.out)
@@ -89,7 +89,7 @@ def cmd_baseline_train(args) -> int:
 
 
 def cmd_baseline_evaluate(args) -> int:
-    from model_core.baseline import evaluate_baseline
+    from model_core.evaluation.baseline import evaluate_baseline
 
     cfg = _config(args)
     model_dir = Path(args.model)
@@ -106,7 +106,7 @@ def cmd_baseline_evaluate(args) -> int:
 # --------------------------------------------------------------------------- report model
 
 def cmd_train(args) -> int:
-    from model_core.training import train_report_model
+    from model_core.training.trainer import train_report_model
 
     cfg = _config(args)
     model_dir = train_report_model(cfg, args.out, resume=args.resume)
@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from model_core.evaluation import evaluate_model_dir
+    from model_core.evaluation.evaluate import evaluate_model_dir
 
     cfg = _config(args)
     baseline = json.loads(Path(args.baseline_metrics).read_text()) if args.baseline_metrics else None
@@ -129,10 +129,10 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from model_core.data import load_image
-    from model_core.evaluation import load_model_dir
-    from model_core.config import build_section, GenerationConfig
-    from model_core.generation import generate_report
+    from model_core.config import GenerationConfig, build_section
+    from model_core.data.images import load_image
+    from model_core.modeling.generation import generate_report
+    from model_core.modeling.model_dir import load_model_dir
 
     model, detection, saved = load_model_dir(args.model)
     images = torch.stack([load_image(p, model.image_size) for p in args.image])  # (K, 1, H, W)

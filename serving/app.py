@@ -34,7 +34,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request, Security
+from fastapi import FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -43,10 +44,9 @@ from pydantic import ValidationError
 
 from model_core.config import ConfigError, ServingConfig
 from serving import images as image_io
-from serving.auth import AuditLog, Authenticator, AuthConfigError, Principal, load_tokens, sha256_hex
+from serving.auth import AuditLog, AuthConfigError, Authenticator, Principal, load_tokens, sha256_hex
 from serving.backends import LoadedModel, ModelSourceError, load_model
 from serving.batching import BatcherClosed, MicroBatcher, QueueFull
-from serving.store import ReportStore
 from serving.schemas import (
     FRONTAL_VIEWS,
     ID_PATTERN,
@@ -59,6 +59,7 @@ from serving.schemas import (
     ReportTemplate,
     UploadOptions,
 )
+from serving.store import ReportStore
 
 log = logging.getLogger("serving")
 
@@ -504,7 +505,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
 
     async def run_report(request: Request, study_id: str, options, images: list[torch.Tensor],
                          started: float) -> ReportResponse:
-        from model_core.generation import structure_report
+        from model_core.modeling.generation import structure_report
         from serving.qa import review
 
         principal = getattr(request.state, "principal", None)

@@ -83,7 +83,7 @@ class TorchBackend:
         self.image_size = int(model.image_size)
 
     def generate(self, images: list[torch.Tensor], contexts: list[dict | None]) -> list[tuple[str, np.ndarray]]:
-        from model_core.generation import generate_texts
+        from model_core.modeling.generation import generate_texts
 
         images = list(images)
         out: list[tuple[str, np.ndarray] | None] = [None] * len(images)
@@ -119,7 +119,7 @@ def _fast_generator_class():
     The per-row Python n-gram scan of the reference costs O(rows · t) Python steps per token, which grows with
     the batch and hides the gain of batching; here it is a few numpy operations per token.
     """
-    from model_core.export import OrtReportGenerator
+    from model_core.export.onnx_export import OrtReportGenerator
 
     class FastOrtReportGenerator(OrtReportGenerator):
         def _process(self, tokens: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -356,7 +356,7 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
     model_core.export.quantize_decoder — a dynamically quantized decoder's reports depend on the batch-mates).
     gen: generation settings (default: the model's saved ones).
     """
-    from model_core.evaluation import load_model_dir
+    from model_core.modeling.model_dir import load_model_dir
 
     if backend not in ("auto", "onnxruntime", "torch", "triton"):
         raise ModelSourceError(f"backend must be auto, onnxruntime, torch or triton, got {backend!r}")
@@ -410,7 +410,7 @@ def _triton_model(resolved: ResolvedSource, url: str | None, name: str, gen: Gen
 
 def _ort_backend(model, resolved: ResolvedSource, detection: dict, gen: GenerationConfig, precision: str,
                  threads: int | None, export: bool, notes: list[str]) -> OrtBackend | None:
-    from model_core.export import ExportError, export_onnx
+    from model_core.export.onnx_export import ExportError, export_onnx
 
     def usable(export_dir: Path) -> OrtBackend | None:
         try:

@@ -52,7 +52,8 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
-from model_core.data import MAX_IMAGE_PIXELS, DataError, pil_to_tensor
+from model_core.data.images import MAX_IMAGE_PIXELS, pil_to_tensor
+from model_core.data.manifest import DataError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import warnings
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from model_core.data import MAX_IMAGE_PIXELS, pil_to_tensor
+from model_core.data.images import MAX_IMAGE_PIXELS, pil_to_tensor
 
 DICOM, PNG, JPEG = "dicom", "png", "jpeg"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

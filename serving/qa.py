@@ -38,7 +38,7 @@ def review(text: str, probs: np.ndarray, thresholds: dict[str, float], confidenc
     findings: the structured report's findings (objects with .label, .confidence, .is_critical); the
     low-confidence rule looks at the critical ones among them.
     """
-    from model_core.labels import text_mentions
+    from model_core.labels.labeler import text_mentions
 
     mentions = text_mentions(text)
     detector, in_text, reasons, kinds = [], [], [], []

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from model_core.data import EMBEDDED_ROOT
 from tiny_models import tiny_model_config  # noqa: F401 — shared with test modules
+
+from model_core.data.manifest import EMBEDDED_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +31,14 @@ def tiny_iu(tmp_path: Path, embedded_manifest: pd.DataFrame) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data():
-    from model_core.data import load_iu_xray
+    from model_core.data.iu_xray import load_iu_xray
 
     return load_iu_xray(split="train", limit_studies=12), load_iu_xray(split="val", limit_studies=6)
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_data):
-    from model_core.tokenizer import clean_text, train_report_tokenizer
+    from model_core.modeling.tokenizer import clean_text, train_report_tokenizer
 
     return train_report_tokenizer([clean_text(r) for r in tiny_data[0]["reports"]], vocab_size=400)
 
@@ -47,7 +47,7 @@ def tiny_tokenizer(tiny_data):
 def tiny_model(tiny_tokenizer):
     import torch
 
-    from model_core.model import RadiologyMultimodalModel
+    from model_core.modeling.model import RadiologyMultimodalModel
 
     torch.manual_seed(0)
     return RadiologyMultimodalModel(tiny_model_config(), tiny_tokenizer)

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.baseline import (
+from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS
+from model_core.data.images import load_image
+from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.evaluation.baseline import (
     METRICS_FILE,
     NORMAL_FINDINGS,
     NORMAL_IMPRESSION,
@@ -24,8 +27,6 @@ from model_core.baseline import (
     template_report,
     train_baseline,
 )
-from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS
-from model_core.data import EMBEDDED_ROOT, load_image
 
 SMALL = dict(limit_studies=24, image_size=32, epochs=1, batch_size=8, channels=[4, 8], progress=False)
 
@@ -75,7 +76,7 @@ def test_every_label_but_no_finding_has_a_template():
 
 
 def test_the_labeler_reads_each_template_as_its_own_label():
-    from model_core.labels import label_report
+    from model_core.labels.labeler import label_report
 
     assert label_report(template_report([])["text"]).tolist() == _vector("No Finding").tolist()
     for name in CHEXPERT_LABELS[1:]:

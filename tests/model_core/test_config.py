@@ -1,6 +1,6 @@
 import pytest
 
-from model_core.config import ConfigError, REPO_ROOT, load_config
+from model_core.config import REPO_ROOT, ConfigError, load_config
 
 
 def test_shipped_configs_load():

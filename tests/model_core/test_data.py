@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from model_core.chexpert import CHEXPERT_LABELS
-from model_core.data import (
-    EMBEDDED_ROOT, DataError, carve_splits, clinical_metadata, dataset_stats, load_image, load_iu_xray,
-    read_manifest, split_sections, verify_checksums, write_checksums,
+from model_core.data.images import load_image
+from model_core.data.iu_xray import dataset_stats, load_iu_xray
+from model_core.data.manifest import (
+    EMBEDDED_ROOT,
+    DataError,
+    carve_splits,
+    read_manifest,
+    verify_checksums,
+    write_checksums,
 )
+from model_core.data.reports import clinical_metadata, split_sections
 
 
 def test_embedded_splits_are_study_level_disjoint_and_match_the_committed_file():

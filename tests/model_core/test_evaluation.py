@@ -3,11 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from model_core.calibration import choose_thresholds, expected_calibration_error, fit_temperature
 from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX
 from model_core.config import EvalConfig, GenerationConfig
-from model_core.data import load_iu_xray
-from model_core.evaluation import evaluate_model, hallucinations
+from model_core.data.iu_xray import load_iu_xray
+from model_core.evaluation.evaluate import evaluate_model, hallucinations
+from model_core.stats import expected_calibration_error
+from model_core.training.calibration import choose_thresholds, fit_temperature
 
 
 def test_evaluate_model_on_a_handful_of_studies(tiny_model, tmp_path):

@@ -8,13 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
-
-
 from tiny_models import tiny_model_config  # noqa: E402
 
-from model_core import export as export_mod  # noqa: E402
 from model_core.config import GenerationConfig  # noqa: E402
-from model_core.export import (  # noqa: E402
+from model_core.export import onnx_export as export_mod  # noqa: E402
+from model_core.export.onnx_export import (
     TENSORRT_SKIPPED,
     ExportError,
     OrtReportGenerator,
@@ -22,7 +20,7 @@ from model_core.export import (  # noqa: E402
     check_parity,
     export_onnx,
 )
-from model_core.generation import generate_texts  # noqa: E402
+from model_core.modeling.generation import generate_texts  # noqa: E402
 
 GEN = GenerationConfig(num_beams=3, max_new_tokens=10)
 CONTEXTS = [{"age": 70, "sex": "M", "indication": "XXXX chest pain"}, None]
@@ -45,7 +43,7 @@ def exported(tmp_path_factory, tiny_tokenizer):
     """
     from filelock import FileLock
 
-    from model_core.model import RadiologyMultimodalModel
+    from model_core.modeling.model import RadiologyMultimodalModel
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -67,7 +65,7 @@ def model_dir(exported):
 
 @pytest.fixture(scope="module")
 def torch_model(model_dir):
-    from model_core.evaluation import load_model_dir
+    from model_core.modeling.model_dir import load_model_dir
 
     return load_model_dir(model_dir)[0]
 
@@ -125,13 +123,13 @@ def test_int8_decoder_is_calibrated_and_batch_invariant(exported, tmp_path, monk
     together = engine.generate(images)
     alone = [engine.generate(images[i:i + 1]) for i in range(6)]
     assert together[0] == [a[0][0] for a in alone]
-    from model_core.data import DataError
+    from model_core.data.manifest import DataError
 
     def no_data(*args, **kwargs):
         raise DataError("manifest not found")
 
     monkeypatch.setattr(export_mod, "_test_studies", no_data)
-    with caplog.at_level(logging.WARNING, logger="model_core.export"):
+    with caplog.at_level(logging.WARNING, logger="model_core.export.onnx_export"):
         assert export_mod._calibration(exported[1], 32, 4) is None
     assert "quantized dynamically" in caplog.text
     info = export_mod.quantize_decoder(exported[1] / "decoder.onnx", tmp_path / "dynamic.onnx", None)
@@ -237,7 +235,7 @@ def test_fallback_to_torchscript_and_reexport(model_dir, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(export_mod, "_export_dynamo", broken)
     out = tmp_path / "export"
-    with caplog.at_level(logging.INFO, logger="model_core.export"):
+    with caplog.at_level(logging.INFO, logger="model_core.export.onnx_export"):
         report = export_onnx(model_dir, out, quantize=False, check=False)
     assert report["exporter"] == {"vision": "torchscript", "decoder": "torchscript"}
     assert "falling back to the TorchScript exporter" in caplog.text

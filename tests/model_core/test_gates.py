@@ -2,7 +2,7 @@ import pytest
 
 from model_core.chexpert import CRITICAL_FINDINGS
 from model_core.config import GateConfig
-from model_core.gates import gate_decision
+from model_core.evaluation.gates import gate_decision
 
 
 def _metrics(positives=200, tp=200, specificity=0.9, hallucination=(0.005, 0.0, 0.01)):

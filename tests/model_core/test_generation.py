@@ -3,7 +3,7 @@ import torch
 
 from model_core.chexpert import LABEL_INDEX
 from model_core.config import GenerationConfig
-from model_core.generation import generate_report, generate_texts, structure_report
+from model_core.modeling.generation import generate_report, generate_texts, structure_report
 
 
 def test_generate_texts_batch_and_no_deid_tokens(tiny_model):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS
-from model_core.data import EMBEDDED_ROOT
-from model_core.labels import (
+from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.labels.labeler import (
     MESH_TO_CHEXPERT,
     NEUTRAL,
     OTHER,

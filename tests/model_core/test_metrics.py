@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from model_core import metrics
 from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS
-from model_core.data import EMBEDDED_ROOT
-from model_core.metrics import (
-    bootstrap_ci,
+from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.evaluation import metrics
+from model_core.evaluation.metrics import (
     clean_report_iu_xray,
     clinical_efficacy,
     corpus_bleu,
@@ -23,11 +22,9 @@ from model_core.metrics import (
     report_generation_metrics,
     rouge_l_per_study,
     select_section,
-    sensitivity_specificity,
-    threshold_for_sensitivity,
     tokenize_report,
-    wilson_interval,
 )
+from model_core.stats import bootstrap_ci, sensitivity_specificity, threshold_for_sensitivity, wilson_interval
 
 NORMAL = "FINDINGS: The heart is normal in size. The lungs are clear. IMPRESSION: No acute disease."
 
@@ -162,7 +159,7 @@ def test_default_pred_labels_come_from_the_labeler(monkeypatch):
         seen.extend(texts)
         return np.zeros((len(texts), NUM_LABELS))
 
-    monkeypatch.setitem(sys.modules, "model_core.labels", types.SimpleNamespace(label_reports=fake_label_reports))
+    monkeypatch.setitem(sys.modules, "model_core.labels.labeler", types.SimpleNamespace(label_reports=fake_label_reports))
     out = report_generation_metrics([NORMAL], [NORMAL], np.zeros((1, NUM_LABELS)), n_boot=5)
     assert seen == [NORMAL]  # the full hypothesis text, not the tokenized findings
     assert out["clinical_efficacy"]["micro"]["f1"]["value"] == 0.0

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX
-from model_core.data import EMBEDDED_ROOT, DataError, load_image
-from model_core.mimic import (
+from model_core.data.images import load_image
+from model_core.data.manifest import EMBEDDED_ROOT, DataError
+from model_core.data.mimic import (
     CHEXPERT_FILE,
     METADATA_FILE,
     SPLIT_FILE,
@@ -195,7 +196,7 @@ def test_uncompressed_tables_and_custom_reports_dir(tmp_path: Path):
 
 def test_study_without_chexpert_row_is_dropped_with_warning(mimic_root: Path, caplog):
     rewrite_table(mimic_root, CHEXPERT_FILE, lambda df: df[df["study_id"] != "53189527"])
-    with caplog.at_level(logging.WARNING, logger="model_core.mimic"):
+    with caplog.at_level(logging.WARNING, logger="model_core.data.mimic"):
         ds = load_mimic_cxr_dataset(mimic_root)
     assert [m["dicom_id"] for m in ds["metadata"]] == ["d1-pa"]
     assert "no row in mimic-cxr-2.0.0-chexpert.csv.gz" in caplog.text

@@ -1,9 +1,9 @@
 import pytest
 import torch
-
 from tiny_models import tiny_model_config
-from model_core.model import ModelInputError, RadiologyMultimodalModel
-from model_core.tokenizer import build_prompt, encode_example, pad_batch
+
+from model_core.modeling.model import ModelInputError, RadiologyMultimodalModel
+from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
 
 
 def _batch(model, n=2):
@@ -107,7 +107,7 @@ def test_pretrained_parts_load_from_local_checkpoints(tmp_path, tiny_tokenizer):
 def test_production_config_builds_on_meta_device():
     """ViT-B/16 (768) → 2048 → 4096 LLaMA-class LM: built without memory on the meta device."""
     from model_core.config import REPO_ROOT, load_config
-    from model_core.production import build_on_meta
+    from model_core.modeling.production import build_on_meta
 
     cfg = load_config(REPO_ROOT / "configs" / "production.yaml")
     summary = build_on_meta(cfg.model)

@@ -1,9 +1,9 @@
 import pytest
 import torch
-
 from tiny_models import tiny_model_config, tiny_train_config
-from model_core.model import RadiologyMultimodalModel
-from model_core.training import StopTraining, plan_stages, train_two_stage
+
+from model_core.modeling.model import RadiologyMultimodalModel
+from model_core.training.trainer import StopTraining, plan_stages, train_two_stage
 
 
 def _trainable_parts(model):
@@ -22,7 +22,7 @@ def test_each_stage_trains_only_its_parts(tiny_model, stage, parts):
 
 
 def test_stage1_gradients_reach_projector_not_lm_or_encoder(tiny_model, tiny_data):
-    from model_core.tokenizer import build_prompt, encode_example, pad_batch
+    from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
 
     tiny_model.set_trainable("stage1")
     ids, labels = encode_example(tiny_model.tokenizer, build_prompt(None), "FINDINGS: Clear lungs.", tiny_model.num_image_tokens)

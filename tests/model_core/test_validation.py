@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from model_core.data import EMBEDDED_ROOT, SPLIT_SEED, DataError
-from model_core.validation import (
+from model_core.data.manifest import EMBEDDED_ROOT, SPLIT_SEED, DataError
+from model_core.data.validation import (
     PHI_PATTERNS,
     REPORT_HTML,
     REPORT_JSON,
@@ -245,7 +245,7 @@ def test_contract_and_study_level_failures(tiny_iu, tmp_path, monkeypatch):
 
 
 def test_label_outside_zero_one_fails(tiny_iu, tmp_path, monkeypatch):
-    import model_core.labels as labels
+    import model_core.labels.labeler as labels
 
     real = labels.mesh_to_chexpert
     monkeypatch.setattr(labels, "mesh_to_chexpert", lambda mesh: real(mesh) * 2)

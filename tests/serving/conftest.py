@@ -32,17 +32,17 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    CTImageStorage,
+    PYDICOM_IMPLEMENTATION_UID,
     ComputedRadiographyImageStorage,
+    CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
-
-from model_core.data import EMBEDDED_ROOT
 from tiny_models import tiny_model_config
+
+from model_core.data.manifest import EMBEDDED_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install_orthanc.sh"
@@ -349,7 +349,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A complete model directory of the tiny model (beam 2, 12 new tokens), built once per run (xdist-safe)."""
     from filelock import FileLock
 
-    from model_core.model import RadiologyMultimodalModel
+    from model_core.modeling.model import RadiologyMultimodalModel
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import tiny_model_config
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from tiny_models import tiny_model_config
 
 from model_core.chexpert import LABEL_INDEX
 from model_core.config import GenerationConfig
@@ -244,7 +244,7 @@ def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export
     """Backend auto exports the model on startup (FP32 and INT8 decoders) and serves with ONNX Runtime (FP32); FP32
     ORT and torch produce identical texts and matching probabilities on a few studies; INT8 keeps the probabilities
     (FP32 vision)."""
-    from model_core.evaluation import load_model_dir
+    from model_core.modeling.model_dir import load_model_dir
     from serving.backends import OrtBackend, TorchBackend, load_model
 
     model_dir, loaded = tiny_model_with_export
@@ -292,7 +292,7 @@ def test_a_study_gets_the_same_report_whatever_its_batch(tiny_model_with_export,
 
 def test_serving_beam_search_is_token_identical_to_the_reference_ort_generator(tiny_model_with_export):
     """The service's vectorised processors, partial top-k and in-place cache reorder change nothing."""
-    from model_core.export import OrtReportGenerator
+    from model_core.export.onnx_export import OrtReportGenerator
     from serving.backends import OrtBackend
 
     model_dir, _ = tiny_model_with_export
@@ -641,7 +641,7 @@ def test_qa_agreement_passes_and_metrics_count_everything(client):
 
 
 def test_qa_unit_uncertain_text_counts_and_thresholds_come_from_the_model():
-    from model_core.generation import structure_report
+    from model_core.modeling.generation import structure_report
     from serving.qa import review
 
     probs = np.full(14, 0.05, np.float32)

@@ -8,9 +8,9 @@ import time
 
 import httpx
 import pytest
+from test_api import STUDY, TOKENS, FakeBackend, FakePacs, W, body, fake_decode_dicom, fake_model
 
 from serving.batching import BatcherClosed, MicroBatcher, QueueFull
-from test_api import STUDY, TOKENS, W, FakeBackend, body, fake_decode_dicom, fake_model, FakePacs
 
 
 def run(coro):

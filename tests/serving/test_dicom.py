@@ -10,14 +10,15 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from PIL import Image
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 import serving.dicom as sd
-from model_core.data import MAX_IMAGE_PIXELS, DataError, load_image
+from model_core.data.images import MAX_IMAGE_PIXELS, load_image
+from model_core.data.manifest import DataError
 from serving.dicom import PHI_EMPTY, PHI_REMOVE, DicomInputError, decode_dicom, strip_phi
 
 META_KEYS = {"modality", "view", "view_position", "rows", "columns", "bits_stored", "photometric",
@@ -400,8 +401,14 @@ def test_bad_size_argument(dicom):
 def test_decoders_for_the_supported_transfer_syntaxes_are_installed():
     """pylibjpeg(-libjpeg) for JPEG Lossless / JPEG-LS, Pillow for JPEG and JPEG 2000, pydicom itself for RLE."""
     from pydicom.pixels import get_decoder
-    from pydicom.uid import (JPEG2000, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless,
-                             JPEGLSNearLossless)
+    from pydicom.uid import (
+        JPEG2000,
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+    )
 
     for uid in (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
                 JPEG2000Lossless, JPEG2000, RLELossless):

@@ -6,8 +6,7 @@ import base64
 
 import pytest
 from fastapi.testclient import TestClient
-
-from test_api import R, STUDY, FakeBackend, body, fake_model, make_app, _post
+from test_api import STUDY, FakeBackend, R, _post, body, fake_model, make_app
 
 pytest.importorskip("fhir.resources")
 

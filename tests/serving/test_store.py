@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_api import TOKENS, A, FakePacs, _post, fake_decode_dicom, fake_model
 
 from model_core.config import ConfigError, ServingConfig, load_config
 from serving.app import create_app, serving_config
 from serving.store import ReportStore, ReportStoreError
-from test_api import A, TOKENS, FakePacs, _post, fake_decode_dicom, fake_model
 
 REPO = Path(__file__).resolve().parents[2]
 

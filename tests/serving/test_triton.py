@@ -247,10 +247,10 @@ def test_the_service_serves_reports_through_triton(triton_server, tiny_model_dir
     """`rrg serve --backend triton`: load_model reads the model directory's metadata and runs the model on Triton;
     the API answers as with the in-process backend."""
     from fastapi.testclient import TestClient
+    from test_api import TOKENS, A, png_bytes
 
     from serving.app import create_app
     from serving.backends import ModelSourceError, load_model
-    from test_api import A, TOKENS, png_bytes
 
     with pytest.raises(ModelSourceError, match="triton_url"):
         load_model(tiny_model_dir, backend="triton")

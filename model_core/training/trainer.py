@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from model_core.chexpert import binarize
 from model_core.config import TrainConfig, resolve_path
-from model_core.data import load_images
-from model_core.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
-from model_core.tokenizer import build_prompt, clean_target, clean_text, encode_example, pad_batch
+from model_core.data.images import load_images
+from model_core.modeling.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
+from model_core.modeling.tokenizer import build_prompt, clean_target, encode_example, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -417,9 +417,10 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     """
     import time
 
-    from model_core.calibration import choose_thresholds, expected_calibration_error, fit_temperature
-    from model_core.data import load_split
-    from model_core.tokenizer import prepare_pretrained_tokenizer, train_report_tokenizer
+    from model_core.data.iu_xray import load_split
+    from model_core.modeling.tokenizer import prepare_pretrained_tokenizer, train_report_tokenizer
+    from model_core.stats import expected_calibration_error
+    from model_core.training.calibration import choose_thresholds, fit_temperature
 
     out = Path(out_dir)
     started = time.perf_counter()

@@ -16,9 +16,9 @@ import torch
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from model_core.config import GenerationConfig
-from model_core.data import split_sections
-from model_core.model import RadiologyMultimodalModel
-from model_core.tokenizer import build_prompt, clean_text, encode_example, pad_batch
+from model_core.data.reports import split_sections
+from model_core.modeling.model import RadiologyMultimodalModel
+from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
 
 _SEVERITY = re.compile(r"\b(trace|minimal|tiny|mild|small|moderate|large|severe|massive)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -127,7 +127,7 @@ def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] 
     critical findings are screening points tuned for 98 % sensitivity: they decide review flags, not what
     the report asserts). The confidence is always the detection head's probability.
     """
-    from model_core.labels import label_report
+    from model_core.labels.labeler import label_report
 
     thresholds = thresholds or {}
     sections = split_sections(text)

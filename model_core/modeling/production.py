@@ -19,7 +19,7 @@ def build_on_meta(model_cfg: ModelConfig, vocab_size: int = 32000) -> dict:
     from transformers import AutoModelForCausalLM
 
     from model_core.chexpert import NUM_LABELS
-    from model_core.model import MultimodalProjector, build_vision_encoder, language_model_config
+    from model_core.modeling.model import MultimodalProjector, build_vision_encoder, language_model_config
 
     with torch.device("meta"):
         encoder = build_vision_encoder(replace(model_cfg.vision, pretrained=None))

@@ -34,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS, binarize
-from model_core.data import group_studies, load_images
+from model_core.data.images import load_images
+from model_core.data.iu_xray import group_studies
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def resolve_config(config=None, **overrides) -> dict:
 # --------------------------------------------------------------------------- data
 
 def _load_split(root, manifest, split: str, views, size: int, limit_studies, progress: bool):
-    from model_core.data import load_iu_xray
+    from model_core.data.iu_xray import load_iu_xray
 
     dataset = load_iu_xray(root=root, split=split, views=tuple(views), image_size=size, manifest=manifest,
                            limit_studies=limit_studies)
@@ -285,7 +286,8 @@ def train_baseline(
     min_val_positives: labels with fewer val positives get no threshold (see `choose_thresholds`).
     """
     from model_core.config import Config, resolve_path
-    from model_core.data import EMBEDDED_ROOT, atomic_write_bytes, atomic_write_text
+    from model_core.data.manifest import EMBEDDED_ROOT
+    from model_core.files import atomic_write_bytes, atomic_write_text
 
     if isinstance(config, Config):
         root = root if root is not None else resolve_path(config.data.root)
@@ -458,8 +460,9 @@ def evaluate_baseline(
       "all_normal_template": the same figures when every study gets the normal template (the floor);
       plus n_studies, split, tokenization note, view fallback count, timings.
     """
-    from model_core.labels import label_reports
-    from model_core.metrics import bootstrap_ci, clinical_efficacy, report_generation_metrics
+    from model_core.evaluation.metrics import clinical_efficacy, report_generation_metrics
+    from model_core.labels.labeler import label_reports
+    from model_core.stats import bootstrap_ci
 
     t_start = time.perf_counter()
     baseline = load_baseline(model_dir)
@@ -526,7 +529,7 @@ def evaluate_baseline(
     metrics["summary"]["CE micro F1"] = metrics["clinical_efficacy"]["micro"]["f1"]
     metrics["summary"]["CE macro F1"] = metrics["clinical_efficacy"]["macro"]["f1"]
 
-    from model_core.data import atomic_write_text
+    from model_core.files import atomic_write_text
 
     lines = [json.dumps(_jsonable({
         "study_id": s["study_id"], "generated": g["text"], "reference": ref,

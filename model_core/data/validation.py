@@ -93,16 +93,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from model_core.data import (
-    MANIFEST_COLUMNS,
-    MAX_IMAGE_PIXELS,
-    SPLIT_SEED,
-    VIEWS,
-    DataError,
-    atomic_write_text,
-    pil_to_tensor,
-    study_splits,
-)
+from model_core.data.images import MAX_IMAGE_PIXELS, pil_to_tensor
+from model_core.data.manifest import MANIFEST_COLUMNS, SPLIT_SEED, VIEWS, DataError, study_splits
+from model_core.files import atomic_write_text
+from model_core.phi import PHI_PATTERNS
 
 log = logging.getLogger(__name__)
 
@@ -118,41 +112,6 @@ GRAYSCALE_MODES = ("L", "I;16", "I;16L", "I;16B", "I", "RGB")
 MAX_EXAMPLES = 10
 REPORT_JSON = "data_validation.json"
 REPORT_HTML = "data_validation.html"
-
-# name → (regular expression, what it catches). Python `re` syntax, searched anywhere in the text.
-# A name after a title must start with a capital and must not be the collection's XXXX mask.
-_NAME = r"(?!X{2,}\b)[A-Z][A-Za-z'\-]+"
-PHI_PATTERNS: dict[str, tuple[str, str]] = {
-    "titled_name": (
-        r"\b(?:(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Doctor)\.?|(?:DR|MR|MRS|MS)\.)\s*" + _NAME,
-        "a person's name after a title (Dr. Smith, Mr Jones, DR. JONES)",
-    ),
-    "mrn": (
-        r"(?i)\b(?:MRN|MR\s*#|MR\s*No\.?|medical\s+record\s*(?:number|no\.?|#)?|record\s*(?:number|no\.?|#)"
-        r"|accession\s*(?:number|no\.?|#)?|acc\s*(?:no\.?|#)|patient\s*(?:id|number|no\.?|#)|pt\s*id)"
-        r"\s*[:#=]?\s*\d",
-        "a record, accession or patient number (MRN: 1234, accession # 99)",
-    ),
-    "long_number": (r"(?<![\d.])\d{6,}(?![\d])", "a run of 6 or more digits (MRN-like)"),
-    "dob": (
-        r"(?i)\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|born(?:\s+on)?)\s*[:#=]?\s*\d",
-        "a date of birth (DOB 01/02/1950, born 1950)",
-    ),
-    "date": (
-        r"(?<![\w.])(?:" + "|".join(  # the same separator twice; no capturing groups (pandas warns on them)
-            rf"\d{{1,2}}{s}\d{{1,2}}{s}(?:\d{{4}}|\d{{2}})|(?:19|20)\d{{2}}{s}\d{{1,2}}{s}\d{{1,2}}" for s in ("/", r"\.", "-")
-        ) + r")(?![\d]|\.\d)"
-        r"|(?i:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?"
-        r"\s+(?:19|20)\d{2}\b)",
-        "a full calendar date (01/02/1950, 1-2-50, 1950-02-01, March 3, 1950)",
-    ),
-    "phone": (
-        r"(?<![\d])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s*|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}(?![\d])",
-        "a phone number ((317) 555-0100, 317-555-0100)",
-    ),
-    "ssn": (r"(?<![\d])\d{3}-\d{2}-\d{4}(?![\d])", "a social-security-number-shaped number"),
-    "email": (r"[\w.+\-]+@[\w\-]+\.[\w.\-]+", "an e-mail address"),
-}
 
 # Columns whose observed bad values may be shown (enumerated or numeric, never free text or paths).
 _SAFE_VALUE_COLUMNS = {"projection", "split", "effective_split", "image_mode", "image_bit_depth",
@@ -381,8 +340,8 @@ def _effective_split(df: pd.DataFrame, root: Path) -> tuple[pd.DataFrame | None,
 
 def _label_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Long format (row, uid, label, value): the 14 MeSH-derived labels of each distinct (uid, mesh)."""
-    from model_core import labels as labels_module
     from model_core.chexpert import CHEXPERT_LABELS
+    from model_core.labels import labeler as labels_module
 
     distinct = df.drop_duplicates([c for c in ("uid", "mesh") if c in df.columns])
     cache: dict[str, np.ndarray] = {}

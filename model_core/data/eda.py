@@ -89,7 +89,8 @@ def run_eda(
     """
     out_dir = Path(out_dir)
     if dataset is None:
-        from model_core.data import EMBEDDED_ROOT, load_iu_xray
+        from model_core.data.iu_xray import load_iu_xray
+        from model_core.data.manifest import EMBEDDED_ROOT
 
         dataset = load_iu_xray(root if root is not None else EMBEDDED_ROOT, split=split,
                                views=("Frontal", "Lateral"), manifest=manifest, limit_studies=limit_studies)
@@ -130,7 +131,7 @@ def run_eda(
         "sample_grid_study_ids": grid_ids,
         "files": {name: path.name for name, path in paths.items()},
     }
-    from model_core.data import atomic_write_text
+    from model_core.files import atomic_write_text
 
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
     log.info("EDA wrote %d files to %s", len(paths), out_dir)
@@ -175,7 +176,7 @@ def uncertain_labels(studies: dict) -> tuple[np.ndarray, str]:
     labels = studies["labels"]
     if (labels == UNCERTAIN).any():
         return labels == UNCERTAIN, "dataset labels (-1 entries)"
-    from model_core.labels import label_report
+    from model_core.labels.labeler import label_report
 
     # Same input as the labeler-vs-MeSH agreement: findings + impression, no section headers.
     texts = [f"{f} {i}".strip() or report
@@ -307,7 +308,7 @@ def plot_sample_grid(studies: dict, seed: int) -> tuple[Figure, list]:
 
     Returns the figure and the chosen study ids (in grid order, row-major).
     """
-    from model_core.data import load_image
+    from model_core.data.images import load_image
 
     candidates = [i for i, paths in enumerate(studies["frontal_images"]) if paths]
     rng = np.random.default_rng(seed)
@@ -364,7 +365,7 @@ def plot_cooccurrence(cooc: np.ndarray, n_studies: int, source: str) -> Figure:
 
 def _save(fig: Figure, path: Path) -> None:
     """Render with the Agg canvas and write the PNG atomically."""
-    from model_core.data import atomic_write_bytes
+    from model_core.files import atomic_write_bytes
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -388,8 +389,9 @@ def run_data_report(out_dir: str | os.PathLike, *, root: str | os.PathLike, mani
                     limit_studies: int | None = None) -> dict[str, Path]:
     """The pipeline's EDA step: the figures of `run_eda`, plus per-split statistics (`data_stats.json`) and
     the report labeler's agreement with the MeSH labels (`labeler_agreement.json`)."""
-    from model_core.data import atomic_write_text, dataset_stats, load_iu_xray
-    from model_core.labels import labeler_agreement
+    from model_core.data.iu_xray import dataset_stats, load_iu_xray
+    from model_core.files import atomic_write_text
+    from model_core.labels.labeler import labeler_agreement
 
     out_dir = Path(out_dir)
     paths = run_eda(out_dir, root=root, split="all", manifest=manifest, limit_studies=limit_studies)

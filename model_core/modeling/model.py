@@ -170,7 +170,7 @@ class RadiologyMultimodalModel(nn.Module):
             raise ModelInputError(f"images must be single-channel grayscale (1, H, W), got {c} channels")
         if (h, w) != (self.image_size, self.image_size):
             raise ModelInputError(f"images must be {self.image_size}×{self.image_size}, got {h}×{w}; "
-                                  "preprocess with model_core.data.load_image(path, size)")
+                                  "preprocess with model_core.data.images.load_image(path, size)")
         return images
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -322,7 +322,8 @@ class RadiologyMultimodalModel(nn.Module):
 
     def apply_lora(self, lora_cfg) -> None:
         """Wrap the LM with LoRA adapters (peft). Adapters start at zero, so outputs are unchanged."""
-        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
 
         if self.has_lora:
             return

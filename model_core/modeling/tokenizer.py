@@ -67,7 +67,7 @@ def clean_target(report: str) -> str:
     """A training target without de-identification damage: sentences holding `XXXX` are dropped whole
     (removing only the token leaves broken text such as "The heart and lungs have in the interval"); a
     section that would become empty keeps its sentences with the tokens removed instead."""
-    from model_core.data import format_report, split_sections
+    from model_core.data.reports import format_report, split_sections
 
     sections = split_sections(report)
     kept = {}
@@ -99,7 +99,7 @@ def build_prompt(clinical_context: dict | None = None, question: str | None = No
 def encode_example(tokenizer, prompt: str, report: str | None, num_image_tokens: int,
                    max_report_tokens: int = 128, max_prompt_tokens: int = 64) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one study; with report=None, the generation prefix only (labels empty)."""
-    from model_core.model import IGNORE_INDEX
+    from model_core.modeling.model import IGNORE_INDEX
 
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[:max_prompt_tokens]
     marker = tokenizer.encode(" Report:", add_special_tokens=False)

@@ -83,7 +83,7 @@ REPORT_FIELDS = ("findings", "impression", "indication", "comparison")
 
 def _data_error():
     # Imported lazily so this module can be imported (and its parser used) on its own.
-    from model_core.data import DataError
+    from model_core.data.manifest import DataError
 
     return DataError
 
@@ -211,7 +211,8 @@ def load_mimic_cxr_dataset(
     (argument or file value), a non-integer id or label value, a missing image or report file, or a
     report with neither findings nor impression (unless `skip_unusable_reports`).
     """
-    from model_core.data import DataError, format_report
+    from model_core.data.manifest import DataError
+    from model_core.data.reports import format_report
 
     data_dir = Path(data_dir)
     reports_dir = Path(reports_dir) if reports_dir is not None else data_dir / REPORTS_DIRNAME

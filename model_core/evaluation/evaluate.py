@@ -24,22 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_core.calibration import expected_calibration_error
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, binarize
 from model_core.config import EvalConfig, GenerationConfig
-from model_core.data import atomic_write_text, group_studies, load_images
-from model_core.generation import generate_texts, structure_report
-from model_core.model import RadiologyMultimodalModel
+from model_core.data.images import load_images
+from model_core.data.iu_xray import group_studies
+from model_core.files import atomic_write_text
+from model_core.modeling.generation import generate_texts, structure_report
+from model_core.modeling.model import RadiologyMultimodalModel
+from model_core.modeling.model_dir import load_model_dir
+from model_core.stats import expected_calibration_error
 
 log = logging.getLogger(__name__)
-
-
-def load_detection(model_dir: str | Path) -> dict:
-    """Temperature and thresholds saved beside the model (defaults: T=1, 0.5)."""
-    path = Path(model_dir) / "detection.json"
-    if not path.is_file():
-        return {"temperature": 1.0, "thresholds": {label: 0.5 for label in CHEXPERT_LABELS}}
-    return json.loads(path.read_text())
 
 
 def _percentiles(samples_ms: list[float]) -> dict:
@@ -89,7 +84,7 @@ def measure_latency(model: RadiologyMultimodalModel, pixels: torch.Tensor, gen: 
 
 def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n_boot: int, seed: int) -> dict:
     """Sensitivity/specificity per critical finding at its threshold, Wilson and bootstrap 95 % CIs."""
-    from model_core.metrics import bootstrap_ci, sensitivity_specificity
+    from model_core.stats import bootstrap_ci, sensitivity_specificity
 
     out = {}
     for label in CRITICAL_FINDINGS:
@@ -110,7 +105,7 @@ def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n
 
 def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, seed: int) -> dict:
     """Critical findings asserted positive in the text (S, 14) but absent from `support` (S, 14, 0/1)."""
-    from model_core.metrics import bootstrap_ci
+    from model_core.stats import bootstrap_ci
 
     idx = [LABEL_INDEX[c] for c in CRITICAL_FINDINGS]
     asserted = text_labels[:, idx] == 1
@@ -146,8 +141,8 @@ def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detectio
                    out_dir: str | Path | None = None, baseline_metrics: dict | None = None,
                    latency: bool = True) -> dict:
     """Score the model on a loaded test set; with out_dir, write metrics.json, predictions.jsonl and plots."""
-    from model_core.labels import label_reports
-    from model_core.metrics import report_generation_metrics
+    from model_core.evaluation.metrics import report_generation_metrics
+    from model_core.labels.labeler import label_reports
 
     gen, eval_cfg = gen or GenerationConfig(), eval_cfg or EvalConfig()
     detection = detection or {"temperature": 1.0, "thresholds": {}}
@@ -275,23 +270,12 @@ def _save_fig(fig, path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from model_core.data import atomic_write_bytes
+    from model_core.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_model_dir(model_dir: str | Path) -> tuple[RadiologyMultimodalModel, dict, dict]:
-    """(model, detection calibration/thresholds, saved full config dict) from a `rrg train` directory."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "model_card.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a complete model directory (no model_card.json); "
-                                "train one with `rrg train --out DIR`")
-    model = RadiologyMultimodalModel.from_pretrained(model_dir)
-    saved = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
-    return model, load_detection(model_dir), saved
 
 
 def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, images_root: str | Path,
@@ -300,7 +284,7 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
                        limit_studies: int | None = None) -> dict:
     """`rrg evaluate`: a trained model directory on any IU-format manifest (all views; frontal preferred)."""
     from model_core.config import build_section
-    from model_core.data import load_iu_xray
+    from model_core.data.iu_xray import load_iu_xray
 
     model, detection, saved = load_model_dir(model_dir)
     if gen is None:
@@ -317,8 +301,8 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
 def evaluate_candidate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
     """The pipeline's evaluation step: train + evaluate the template baseline, then the candidate model on
     the test split, side by side. Writes `out_dir/metrics.json` (model, with `baseline`), `out_dir/baseline/`."""
-    from model_core.baseline import evaluate_baseline, train_baseline
     from model_core.config import resolve_path
+    from model_core.evaluation.baseline import evaluate_baseline, train_baseline
 
     out = Path(out_dir)
     root = resolve_path(cfg.data.root)

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from model_core.config import GenerationConfig, build_section
-from model_core.data import atomic_write_bytes, atomic_write_text
-from model_core.model import CONFIG_FILE, WEIGHTS_FILE, ModelInputError
+from model_core.files import atomic_write_bytes, atomic_write_text
+from model_core.modeling.model import CONFIG_FILE, WEIGHTS_FILE, ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quanti
     Everything is written into a temporary sibling of out_dir that is renamed into place at the end, so a
     failed export leaves no partial directory; an existing out_dir is replaced only after success.
     """
-    from model_core.evaluation import load_model_dir
+    from model_core.modeling.model_dir import load_model_dir
 
     model_dir = _check_model_dir(model_dir)
     out_dir = Path(out_dir)
@@ -601,7 +601,7 @@ class OrtReportGenerator:
         import onnxruntime as ort
         from transformers import PreTrainedTokenizerFast
 
-        from model_core.generation import _bad_words_ids
+        from model_core.modeling.generation import _bad_words_ids
 
         export_dir = Path(export_dir)
         config_path = export_dir / EXPORT_CONFIG_FILE
@@ -653,7 +653,7 @@ class OrtReportGenerator:
             raise ModelInputError(f"images must be single-channel grayscale (1, H, W), got {images.shape[2]} channels")
         if images.shape[3:] != (size, size):
             raise ModelInputError(f"images must be {size}×{size}, got {images.shape[3]}×{images.shape[4]}; "
-                                  "preprocess with model_core.data.load_image(path, size)")
+                                  "preprocess with model_core.data.images.load_image(path, size)")
         return np.ascontiguousarray(images, dtype=np.float32)
 
     def encode_images(self, images) -> tuple[np.ndarray, np.ndarray]:
@@ -676,7 +676,7 @@ class OrtReportGenerator:
     def prompt(self, visual_tokens: np.ndarray, views: int, clinical_contexts, question: str | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Left-padded prompt embeddings (B, T, d_l) with the visual tokens in the <image> slots, and mask (B, T)."""
-        from model_core.tokenizer import build_prompt, encode_example, pad_batch
+        from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
 
         tok = self.tokenizer
         prefixes = [encode_example(tok, build_prompt(c, question), None, views * self.meta["num_image_tokens"])[0]
@@ -719,7 +719,7 @@ class OrtReportGenerator:
             tokens = self._greedy(embeds, mask, max_new)
         else:
             tokens = self._beam_search(embeds, mask, max_new, num_beams)
-        from model_core.tokenizer import clean_text
+        from model_core.modeling.tokenizer import clean_text
 
         texts = [clean_text(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
         return texts, label_logits
@@ -844,7 +844,7 @@ class OrtReportGenerator:
 
 def _calibration(export_dir: Path, image_size: int, n: int) -> list[dict] | None:
     """Calibration feeds from n embedded training studies, or None (→ dynamic INT8) when they cannot be had."""
-    from model_core.data import DataError
+    from model_core.data.manifest import DataError
 
     if n <= 0:
         return None
@@ -860,7 +860,8 @@ def _calibration(export_dir: Path, image_size: int, n: int) -> list[dict] | None
 def _test_studies(n: int, image_size: int, split: str = "test") -> tuple[torch.Tensor, list[dict]]:
     """n embedded studies of a split (default test): images (n, 1, 1, H, W) (first frontal image) and their
     clinical contexts."""
-    from model_core.data import group_studies, load_image, load_iu_xray
+    from model_core.data.images import load_image
+    from model_core.data.iu_xray import group_studies, load_iu_xray
 
     dataset = load_iu_xray(split=split, limit_studies=n)
     studies = group_studies(dataset)[:n]
@@ -903,8 +904,8 @@ def time_per_report(engines: dict, images: torch.Tensor, contexts: list, runs: i
 def _parity_and_latency(model, export_dir: Path, gen: GenerationConfig, n: int, latency: bool,
                         latency_runs: int | None = None) -> dict:
     """The figures of `check_parity` for a loaded torch model and an export directory (see there)."""
-    from model_core.generation import generate_texts
-    from model_core.tokenizer import build_prompt, encode_example, pad_batch
+    from model_core.modeling.generation import generate_texts
+    from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
 
     images, contexts = _test_studies(n, model.image_size)
     threads = torch.get_num_threads()
@@ -969,7 +970,7 @@ def _parity_and_latency(model, export_dir: Path, gen: GenerationConfig, n: int, 
 def measure_latency(model, engines: dict, images: torch.Tensor, contexts: list, gen: GenerationConfig,
                     runs: int, modes: tuple[str, ...] = ("beam", "greedy")) -> dict:
     """p50/p95 ms per report at batch 1: torch eager vs each ORT engine, beam (gen.num_beams) and greedy."""
-    from model_core.generation import generate_texts
+    from model_core.modeling.generation import generate_texts
 
     out = {"batch_size": 1, "threads": torch.get_num_threads(), "runs": runs,
            "provider": next(iter(engines.values())).provider}
@@ -995,7 +996,7 @@ def check_parity(model_dir: str | os.PathLike, export_dir: str | os.PathLike, n:
     Returns {"parity": {vision diffs, "fp32"/"int8": {prompt/first-step logits max abs diff, greedy and beam
     texts identical (+ share)}, "fp32_ok"}, "latency": {...}} (latency unless latency=False).
     """
-    from model_core.evaluation import load_model_dir
+    from model_core.modeling.model_dir import load_model_dir
 
     model_dir, export_dir = _check_model_dir(model_dir), Path(export_dir)
     if not (export_dir / EXPORT_CONFIG_FILE).is_file():

@@ -14,21 +14,7 @@ import numpy as np
 import torch
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
-
-
-def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
-    """ECE over all entries of (N, 14) probabilities vs 0/1 targets (equal-width bins)."""
-    p, y = np.asarray(probs, dtype=np.float64).ravel(), np.asarray(targets, dtype=np.float64).ravel()
-    if p.size == 0:
-        raise ValueError("no probabilities to calibrate")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
-    return float(ece)
+from model_core.stats import expected_calibration_error
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> dict:
@@ -58,7 +44,7 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitivity
 
     Returns {"thresholds": {label: t}, "rule": {label: how it was chosen}}.
     """
-    from model_core.metrics import threshold_for_sensitivity
+    from model_core.stats import threshold_for_sensitivity
 
     thresholds, rule = {}, {}
     for k, label in enumerate(CHEXPERT_LABELS):

@@ -1,0 +1,47 @@
+"""Every file name of the model directory, the export directory, the baseline directory and the
+evaluation output, and the ONNX input/output names: one table, used by the writers and the readers alike.
+
+A model directory (written by `model_core.training`, read by `model_core.modeling.model_dir`):
+    model_card.json   written last: a directory with one is complete
+    model.pt, model_config.json, config.json, detection.json, history.json, tokenizer/, encoder_config/, lm_config/
+An export directory (written by `model_core.export`, read by `model_core.runtime` and serving):
+    vision.onnx, decoder.onnx, decoder.int8.onnx, embed_tokens.npy, export_config.json, export_report.json
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- model directory
+MODEL_CARD = "model_card.json"
+MODEL_WEIGHTS = "model.pt"
+MODEL_CONFIG = "model_config.json"
+RUN_CONFIG = "config.json"
+DETECTION = "detection.json"
+HISTORY = "history.json"
+TOKENIZER_DIR = "tokenizer"
+ENCODER_CONFIG_DIR = "encoder_config"
+LM_CONFIG_DIR = "lm_config"
+MODEL_DIR_FILES = (MODEL_CARD, MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR, ENCODER_CONFIG_DIR, LM_CONFIG_DIR)
+
+# --------------------------------------------------------------------------- export directory
+VISION_ONNX = "vision.onnx"
+DECODER_ONNX = "decoder.onnx"
+DECODER_INT8_ONNX = "decoder.int8.onnx"
+EMBED_TOKENS = "embed_tokens.npy"
+EXPORT_CONFIG = "export_config.json"
+EXPORT_REPORT = "export_report.json"
+PAST_PREFIX = "past"          # KV-cache inputs: past_key_{layer} / past_value_{layer}
+PRESENT_PREFIX = "present"    # KV-cache outputs
+
+
+def past_names(num_layers: int, prefix: str = PAST_PREFIX) -> list[str]:
+    """KV-cache tensor names in the ONNX decoder: [f"{prefix}_key_0", f"{prefix}_value_0", ...]."""
+    return [f"{prefix}_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+# --------------------------------------------------------------------------- baseline directory
+BASELINE_WEIGHTS = "model.pt"
+BASELINE_SUMMARY = "baseline.json"
+
+# --------------------------------------------------------------------------- evaluation output
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"

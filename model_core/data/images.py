@@ -1,0 +1,67 @@
+"""The one image preprocessing path (training, evaluation and serving): decode, greyscale, resize, [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from model_core.data.manifest import DataError
+
+# Decompression-bomb guard: refuse images larger than this before decoding pixels.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+# --------------------------------------------------------------------------- images
+
+def load_image(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
+    """Decode an image file into a (1, size, size) float32 tensor in [0, 1] (grayscale, bilinear resize).
+
+    This is the single preprocessing path for training, evaluation and serving.
+    """
+    path = Path(path)
+    if size <= 0:
+        raise DataError(f"image size must be positive, got {size}")
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"image {path} is {im.width}×{im.height} pixels, above the {MAX_IMAGE_PIXELS} limit")
+            return pil_to_tensor(im, size)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}") from None
+
+
+def pil_to_tensor(im: Image.Image, size: int) -> torch.Tensor:
+    """PIL image → (1, size, size) float32 in [0, 1]; 16-bit and float images are rescaled, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        if im.mode.startswith("I;16"):
+            arr = arr / 65535.0
+        else:  # 32-bit integer or float pixels: no fixed range, so use the image's own
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        gray = Image.fromarray(arr, mode="F")
+    else:
+        gray = im.convert("L") if im.mode != "L" else im
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(gray, dtype=np.float32)
+    if gray.mode == "L":
+        arr = arr / 255.0
+    return torch.from_numpy(np.clip(arr, 0.0, 1.0)).unsqueeze(0)
+
+
+
+def load_images(paths: list[str], size: int, desc: str = "images") -> torch.Tensor:
+    """Decode images once through `load_image` → (N, 1, size, size) float32 in [0, 1] (progress bar on a TTY)."""
+    from tqdm.auto import tqdm
+
+    if not paths:
+        raise DataError("no images to load")
+    return torch.stack([load_image(p, size) for p in tqdm(paths, desc=f"decode {desc}", leave=False, unit="img",
+                                                          disable=None)])

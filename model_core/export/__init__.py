@@ -1,0 +1,1 @@
+"""Export: ONNX graphs, INT8 quantization, TensorRT and parity checks (the pipeline's export step)."""

@@ -1,0 +1,1 @@
+"""Labels: the MeSH → CheXpert table and the CheXpert-style report labeler."""

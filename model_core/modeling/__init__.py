@@ -1,0 +1,1 @@
+"""Modeling: the multimodal model, tokenizer, generation, production config and the model directory."""

@@ -1,0 +1,1 @@
+"""Runtime: the ONNX Runtime beam search that serving and the export parity check share."""
