@@ -1,1 +1,2 @@
-"""Data: the IU-format manifest contract, splits, checksums, the one image preprocessing path, MIMIC-CXR, EDA, validation."""
+"""Data: the IU-format manifest contract, splits, checksums, the one image preprocessing path, MIMIC-CXR,
+EDA, validation."""

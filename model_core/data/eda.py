@@ -37,6 +37,12 @@ from matplotlib.patches import Patch
 from tqdm import tqdm
 
 from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS, POSITIVE, UNCERTAIN
+from model_core.data.images import load_image
+from model_core.data.iu_xray import dataset_stats, load_iu_xray
+from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.files import atomic_write_bytes, atomic_write_text
+from model_core.labels.agreement import labeler_agreement
+from model_core.labels.labeler import label_report
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +95,6 @@ def run_eda(
     """
     out_dir = Path(out_dir)
     if dataset is None:
-        from model_core.data.iu_xray import load_iu_xray
-        from model_core.data.manifest import EMBEDDED_ROOT
-
         dataset = load_iu_xray(root if root is not None else EMBEDDED_ROOT, split=split,
                                views=("Frontal", "Lateral"), manifest=manifest, limit_studies=limit_studies)
         source = "IU X-ray, " + ("all splits" if split == "all" else f"{split} split")
@@ -131,8 +134,6 @@ def run_eda(
         "sample_grid_study_ids": grid_ids,
         "files": {name: path.name for name, path in paths.items()},
     }
-    from model_core.files import atomic_write_text
-
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
     log.info("EDA wrote %d files to %s", len(paths), out_dir)
     return paths
@@ -176,8 +177,6 @@ def uncertain_labels(studies: dict) -> tuple[np.ndarray, str]:
     labels = studies["labels"]
     if (labels == UNCERTAIN).any():
         return labels == UNCERTAIN, "dataset labels (-1 entries)"
-    from model_core.labels.labeler import label_report
-
     # Same input as the labeler-vs-MeSH agreement: findings + impression, no section headers.
     texts = [f"{f} {i}".strip() or report
              for f, i, report in zip(studies["findings"], studies["impression"], studies["report"])]
@@ -308,8 +307,6 @@ def plot_sample_grid(studies: dict, seed: int) -> tuple[Figure, list]:
 
     Returns the figure and the chosen study ids (in grid order, row-major).
     """
-    from model_core.data.images import load_image
-
     candidates = [i for i, paths in enumerate(studies["frontal_images"]) if paths]
     rng = np.random.default_rng(seed)
     n_cells = GRID_ROWS * GRID_COLS
@@ -319,7 +316,8 @@ def plot_sample_grid(studies: dict, seed: int) -> tuple[Figure, list]:
     axes = fig.subplots(GRID_ROWS, GRID_COLS).ravel()
     for ax in axes:
         ax.set_axis_off()
-    for ax, i in zip(axes, tqdm(picks, desc="Loading sample images", unit="image", delay=PROGRESS_DELAY_S, leave=False)):
+    progress = tqdm(picks, desc="Loading sample images", unit="image", delay=PROGRESS_DELAY_S, leave=False)
+    for ax, i in zip(axes, progress):
         image = load_image(studies["frontal_images"][i][0], size=GRID_IMAGE_SIZE)[0].numpy()  # (H, W) in [0, 1]
         ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
         title = "\n".join(textwrap.wrap(first_sentence(studies["report"][i]), TITLE_WRAP_CHARS)[:3])
@@ -365,8 +363,6 @@ def plot_cooccurrence(cooc: np.ndarray, n_studies: int, source: str) -> Figure:
 
 def _save(fig: Figure, path: Path) -> None:
     """Render with the Agg canvas and write the PNG atomically."""
-    from model_core.files import atomic_write_bytes
-
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
@@ -389,10 +385,6 @@ def run_data_report(out_dir: str | os.PathLike, *, root: str | os.PathLike, mani
                     limit_studies: int | None = None) -> dict[str, Path]:
     """The pipeline's EDA step: the figures of `run_eda`, plus per-split statistics (`data_stats.json`) and
     the report labeler's agreement with the MeSH labels (`labeler_agreement.json`)."""
-    from model_core.data.iu_xray import dataset_stats, load_iu_xray
-    from model_core.files import atomic_write_text
-    from model_core.labels.labeler import labeler_agreement
-
     out_dir = Path(out_dir)
     paths = run_eda(out_dir, root=root, split="all", manifest=manifest, limit_studies=limit_studies)
     stats = {split: dataset_stats(load_iu_xray(root, split=split, manifest=manifest, limit_studies=limit_studies))

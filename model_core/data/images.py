@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from model_core.data.manifest import DataError
 
 # Decompression-bomb guard: refuse images larger than this before decoding pixels.
 MAX_IMAGE_PIXELS = 8192 * 8192
 
-
-# --------------------------------------------------------------------------- images
 
 def load_image(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
     """Decode an image file into a (1, size, size) float32 tensor in [0, 1] (grayscale, bilinear resize).
@@ -56,11 +55,8 @@ def pil_to_tensor(im: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(arr, 0.0, 1.0)).unsqueeze(0)
 
 
-
 def load_images(paths: list[str], size: int, desc: str = "images") -> torch.Tensor:
     """Decode images once through `load_image` → (N, 1, size, size) float32 in [0, 1] (progress bar on a TTY)."""
-    from tqdm.auto import tqdm
-
     if not paths:
         raise DataError("no images to load")
     return torch.stack([load_image(p, size) for p in tqdm(paths, desc=f"decode {desc}", leave=False, unit="img",

@@ -9,22 +9,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_core.chexpert import NUM_LABELS
+from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS
+from model_core.config import resolve_path
 from model_core.data.manifest import (
     EMBEDDED_ROOT,
     SPLITS,
     VIEWS,
     DataError,
-    _row_number,
+    csv_row_number,
     read_manifest,
     study_splits,
     verify_checksums,
 )
 from model_core.data.reports import clinical_metadata, format_report
+from model_core.labels.mesh import mesh_to_chexpert
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- dataset
 
 def load_iu_xray(
     root: str | os.PathLike = EMBEDDED_ROOT,
@@ -35,7 +36,7 @@ def load_iu_xray(
     verify: bool = True,
     limit_studies: int | None = None,
 ) -> dict:
-    """Load an IU-format dataset split (seed §3.1).
+    """Load a split of an IU-format dataset: per image, its path, report, MeSH-derived labels and metadata.
 
     Args:
         root: images root (image paths in the manifest are relative to it).
@@ -49,8 +50,6 @@ def load_iu_xray(
     Returns: {"images": [path], "reports": [text], "labels": FloatTensor (N, 14), "metadata": [dict]}
     with one entry per kept image. Labels are MeSH-derived (0/1), see `model_core.labels`.
     """
-    from model_core.labels.labeler import mesh_to_chexpert
-
     root = Path(root)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -77,10 +76,10 @@ def load_iu_xray(
     for idx, row in df.iterrows():
         report = format_report(row["findings"], row["impression"])
         if not report:
-            raise DataError(f"manifest {manifest_path} row {_row_number(idx)} (study {row['uid']}): report is empty")
+            raise DataError(f"manifest {manifest_path} row {csv_row_number(idx)} (study {row['uid']}): report is empty")
         path = root / row["image"]
         if not path.is_file():
-            raise DataError(f"manifest {manifest_path} row {_row_number(idx)}: image file not found: {path}")
+            raise DataError(f"manifest {manifest_path} row {csv_row_number(idx)}: image file not found: {path}")
         images.append(str(path))
         reports.append(report)
         labels.append(mesh_to_chexpert(row["mesh"]))
@@ -96,9 +95,7 @@ def load_iu_xray(
 
 
 def dataset_stats(dataset: dict) -> dict:
-    """The seed's verification cell: studies, images, label distribution, mean report length (words)."""
-    from model_core.chexpert import CHEXPERT_LABELS
-
+    """Summary of a loaded dataset: studies, images, positives per label (counted per study), mean report words."""
     labels = dataset["labels"]
     studies = {m["study_id"] for m in dataset["metadata"]}
     first = {}
@@ -114,11 +111,8 @@ def dataset_stats(dataset: dict) -> dict:
     }
 
 
-
 def load_split(data_cfg, split: str) -> dict:
     """`load_iu_xray` driven by a `DataConfig` (the way the CLI, pipeline and tests load data)."""
-    from model_core.config import resolve_path
-
     return load_iu_xray(
         root=resolve_path(data_cfg.root),
         split=split,
@@ -127,7 +121,6 @@ def load_split(data_cfg, split: str) -> dict:
         manifest=resolve_path(data_cfg.manifest) if data_cfg.manifest else None,
         limit_studies=data_cfg.limit_studies,
     )
-
 
 
 def group_studies(dataset: dict) -> list[dict]:

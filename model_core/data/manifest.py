@@ -60,19 +60,19 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     for col in ("uid", "image", "projection"):
         blank = df.index[df[col].str.strip() == ""]
         if len(blank):
-            raise DataError(f"manifest {path} row {_row_number(blank[0])}: column '{col}' is empty")
+            raise DataError(f"manifest {path} row {csv_row_number(blank[0])}: column '{col}' is empty")
     bad_view = df.index[~df["projection"].isin(VIEWS)]
     if len(bad_view):
         i = bad_view[0]
         raise DataError(
-            f"manifest {path} row {_row_number(i)}: projection {df.at[i, 'projection']!r} is not one of {VIEWS}"
+            f"manifest {path} row {csv_row_number(i)}: projection {df.at[i, 'projection']!r} is not one of {VIEWS}"
         )
     for col in ("findings", "impression", "indication", "comparison", "mesh"):
         df[col] = df[col].str.strip()
     return df
 
 
-def _row_number(index: int) -> int:
+def csv_row_number(index: int) -> int:
     """1-based line number in the CSV file (line 1 is the header)."""
     return int(index) + 2
 

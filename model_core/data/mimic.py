@@ -3,7 +3,7 @@
 MIMIC-CXR-JPG 2.0.0 is a *credentialed* PhysioNet dataset (signed data use agreement, training in
 human-subjects research); it is not in this repository and cannot be downloaded by code here. This
 loader is therefore tested on the official file *layout* only (a tiny synthetic fixture built from
-the embedded IU X-ray JPEGs in `tests/model_core/test_mimic.py`), never on real MIMIC data.
+the embedded IU X-ray JPEGs in `tests/model_core/data/test_mimic.py`), never on real MIMIC data.
 
 Expected layout (the PhysioNet download, reports unzipped beside it):
 
@@ -40,6 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from model_core.chexpert import CHEXPERT_LABELS, NEGATIVE, NUM_LABELS, POSITIVE, UNCERTAIN
+from model_core.data.manifest import DataError, csv_row_number
+from model_core.data.reports import format_report
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,6 @@ SECTION_ALIASES: dict[str, str] = {
 REPORT_FIELDS = ("findings", "impression", "indication", "comparison")
 
 
-def _data_error():
-    # Imported lazily so this module can be imported (and its parser used) on its own.
-    from model_core.data.manifest import DataError
-
-    return DataError
-
-
 # --------------------------------------------------------------------------- reports
 
 def parse_mimic_report(text: str) -> dict[str, str]:
@@ -123,12 +118,11 @@ def _find_table(data_dir: Path, name: str) -> Path:
     for candidate in (data_dir / name, data_dir / name.removesuffix(".gz")):
         if candidate.is_file():
             return candidate
-    raise _data_error()(f"MIMIC-CXR file not found: {data_dir / name} (nor an uncompressed .csv)")
+    raise DataError(f"MIMIC-CXR file not found: {data_dir / name} (nor an uncompressed .csv)")
 
 
 def _read_table(path: Path, required: tuple[str, ...], id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read one official CSV, check its columns, parse integer id columns (DataError naming the row)."""
-    DataError = _data_error()
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
@@ -141,21 +135,15 @@ def _read_table(path: Path, required: tuple[str, ...], id_columns: tuple[str, ..
         bad = df.index[~values.str.fullmatch(r"\d+")]
         if len(bad):
             i = bad[0]
-            raise DataError(f"{path} row {_row_number(i)}: {col} {df.at[i, col]!r} is not an integer id")
+            raise DataError(f"{path} row {csv_row_number(i)}: {col} {df.at[i, col]!r} is not an integer id")
         df[col] = values.astype(np.int64)
     if "dicom_id" in df.columns:
         df["dicom_id"] = df["dicom_id"].str.strip()
     return df
 
 
-def _row_number(index: int) -> int:
-    """1-based line number in the CSV file (line 1 is the header)."""
-    return int(index) + 2
-
-
 def _study_labels(path: Path, table: pd.DataFrame) -> dict[int, np.ndarray]:
     """study_id → float32 (14,) label vector in CHEXPERT_LABELS order; blank → 0.0 (not mentioned)."""
-    DataError = _data_error()
     raw = table[list(CHEXPERT_LABELS)].apply(lambda col: col.str.strip())
     values = raw.replace("", str(NEGATIVE)).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     valid = np.isin(values, (POSITIVE, NEGATIVE, UNCERTAIN))
@@ -163,13 +151,13 @@ def _study_labels(path: Path, table: pd.DataFrame) -> dict[int, np.ndarray]:
         pos, k = np.argwhere(~valid)[0]
         column = CHEXPERT_LABELS[k]
         raise DataError(
-            f"{path} row {_row_number(table.index[pos])}: column {column!r} has {raw.iat[pos, k]!r}; "
+            f"{path} row {csv_row_number(table.index[pos])}: column {column!r} has {raw.iat[pos, k]!r}; "
             "expected 1.0, 0.0, -1.0 or blank"
         )
     duplicated = table.index[table["study_id"].duplicated()]
     if len(duplicated):
         i = duplicated[0]
-        raise DataError(f"{path} row {_row_number(i)}: study_id {table.at[i, 'study_id']} appears twice")
+        raise DataError(f"{path} row {csv_row_number(i)}: study_id {table.at[i, 'study_id']} appears twice")
     return dict(zip(table["study_id"].tolist(), values.astype(np.float32)))
 
 
@@ -211,9 +199,6 @@ def load_mimic_cxr_dataset(
     (argument or file value), a non-integer id or label value, a missing image or report file, or a
     report with neither findings nor impression (unless `skip_unusable_reports`).
     """
-    from model_core.data.manifest import DataError
-    from model_core.data.reports import format_report
-
     data_dir = Path(data_dir)
     reports_dir = Path(reports_dir) if reports_dir is not None else data_dir / REPORTS_DIRNAME
     wanted = _normalise_split_arg(split)
@@ -237,7 +222,7 @@ def load_mimic_cxr_dataset(
     if len(unknown):
         i = unknown[0]
         raise DataError(
-            f"{split_path} row {_row_number(i)}: unknown split {splits.at[i, 'split']!r}; "
+            f"{split_path} row {csv_row_number(i)}: unknown split {splits.at[i, 'split']!r}; "
             f"expected one of {sorted(SPLIT_NAMES)}"
         )
     splits["split"] = split_values.map(SPLIT_NAMES)
@@ -250,7 +235,7 @@ def load_mimic_cxr_dataset(
     if len(no_meta):
         i = no_meta[0]
         raise DataError(
-            f"{split_path} row {_row_number(i)}: dicom_id {splits.at[i, 'dicom_id']!r} has no row in {metadata_path}"
+            f"{split_path} row {csv_row_number(i)}: dicom_id {splits.at[i, 'dicom_id']!r} has no row in {metadata_path}"
         )
     splits = splits.assign(view=splits["dicom_id"].map(view_of))
     if views is not None:
@@ -284,7 +269,7 @@ def load_mimic_cxr_dataset(
             continue
         image_path = (data_dir / folder / f"{dicom_id}.jpg").resolve()
         if verify and not image_path.is_file():
-            raise DataError(f"{split_path} row {_row_number(idx)}: image file not found: {image_path}")
+            raise DataError(f"{split_path} row {csv_row_number(idx)}: image file not found: {image_path}")
         images.append(str(image_path))
         reports.append(format_report(sections["findings"], sections["impression"]))
         labels.append(labels_by_study[study_id])
@@ -298,7 +283,8 @@ def load_mimic_cxr_dataset(
     if not images:
         raise DataError(f"no usable images in split {split!r} of {split_path}")
     label_tensor = torch.from_numpy(np.stack(labels).astype(np.float32)).reshape(-1, NUM_LABELS)
-    log.info("loaded %d MIMIC-CXR image(s) of %d study(ies), split %s", len(images), len(parsed) - len(skipped_studies), wanted)
+    log.info("loaded %d MIMIC-CXR image(s) of %d study(ies), split %s", len(images),
+             len(parsed) - len(skipped_studies), wanted)
     return {"images": images, "reports": reports, "labels": label_tensor, "metadata": metadata,
             "image_size": image_size}
 
@@ -307,13 +293,12 @@ def _normalise_split_arg(split: str) -> str:
     if split == "validate":
         return "val"
     if split not in SPLITS:
-        raise _data_error()(f"unknown split {split!r}; expected one of {SPLITS} (or 'validate')")
+        raise DataError(f"unknown split {split!r}; expected one of {SPLITS} (or 'validate')")
     return split
 
 
 def _read_report(path: Path, skip_unusable: bool) -> dict[str, str] | None:
     """Parse one report file; None when it is unusable and `skip_unusable` is set."""
-    DataError = _data_error()
     if not path.is_file():
         raise DataError(f"report file not found: {path}")
     try:

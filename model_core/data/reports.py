@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-# --------------------------------------------------------------------------- reports and metadata
-
 _SECTION_RE = re.compile(r"\b(FINDINGS|IMPRESSION)\s*:", re.IGNORECASE)
 _AGE_RE = re.compile(r"\b(\d{1,3})[- ](?:year|yr)s?[- ]old\b", re.IGNORECASE)
 _MALE_RE = re.compile(r"\b(male|man|gentleman|boy)\b", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""The data-validation gate (model_core.validation): the embedded data passes, each bad case fails by name."""
+"""The data-validation gate (model_core.data.validation): the embedded data passes, each bad case fails by name."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from model_core.data.validation import (
     raise_on_failure,
     validate_dataset,
 )
+from model_core.data.validation import dataset as validation_frames
 
 DEMO_INPUT = 128  # configs/demo.yaml model.vision.image_size
 
@@ -222,7 +223,8 @@ def test_sixteen_bit_image_clipped_by_the_loader_and_colour_image_fail(tiny_iu, 
     colour = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     _save_jpeg(tiny_iu / "images" / "colour.jpg", colour)
     result = _validate(tiny_iu, tmp_path)
-    assert _failed(result) == {("images.not_saturated", "pixel_saturated"), ("images.grayscale", "image_channel_spread")}
+    assert _failed(result) == {("images.not_saturated", "pixel_saturated"),
+                               ("images.grayscale", "image_channel_spread")}
 
 
 def test_contract_and_study_level_failures(tiny_iu, tmp_path, monkeypatch):
@@ -245,10 +247,8 @@ def test_contract_and_study_level_failures(tiny_iu, tmp_path, monkeypatch):
 
 
 def test_label_outside_zero_one_fails(tiny_iu, tmp_path, monkeypatch):
-    import model_core.labels.labeler as labels
-
-    real = labels.mesh_to_chexpert
-    monkeypatch.setattr(labels, "mesh_to_chexpert", lambda mesh: real(mesh) * 2)
+    real = validation_frames.mesh_to_chexpert
+    monkeypatch.setattr(validation_frames, "mesh_to_chexpert", lambda mesh: real(mesh) * 2)
     result = _validate(tiny_iu, tmp_path)
     assert _failed(result) == {("labels.mesh_chexpert", "value")}
     (failure,) = result.failures

@@ -14,6 +14,7 @@ from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS
 from model_core.data import eda
 from model_core.data.iu_xray import load_iu_xray
 from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.labels.labeler import label_report
 
 N_STUDIES = 20
 PNG_NAMES = ("label_frequency", "report_length", "sample_grid", "cooccurrence")
@@ -49,8 +50,6 @@ def test_writes_four_valid_pngs_and_a_summary(eda_run):
 
 
 def test_summary_matches_the_labels(summary):
-    from model_core.labels.labeler import label_report
-
     ds = load_iu_xray(EMBEDDED_ROOT, split="train", views=("Frontal", "Lateral"), limit_studies=N_STUDIES)
     first = {}
     for i, meta in enumerate(ds["metadata"]):

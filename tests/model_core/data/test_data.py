@@ -1,8 +1,9 @@
-import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from model_core.chexpert import CHEXPERT_LABELS
 from model_core.data.images import load_image
@@ -31,7 +32,7 @@ def test_embedded_splits_are_study_level_disjoint_and_match_the_committed_file()
     assert set(carved.loc[carved["split"] == "test", "uid"]) == manifest_val
 
 
-def test_load_iu_xray_returns_the_seed_dict_for_each_split():
+def test_load_iu_xray_returns_images_reports_labels_metadata_for_each_split():
     seen = {}
     for split in ("train", "val", "test"):
         ds = load_iu_xray(split=split, limit_studies=30)
@@ -67,7 +68,8 @@ def test_stats_count_studies_and_images():
 
 
 def test_sections_and_metadata_parsing():
-    assert split_sections("FINDINGS: Lungs clear. IMPRESSION: Normal.") == {"findings": "Lungs clear.", "impression": "Normal."}
+    assert split_sections("FINDINGS: Lungs clear. IMPRESSION: Normal.") == {"findings": "Lungs clear.",
+                                                                           "impression": "Normal."}
     assert split_sections("IMPRESSION: No acute disease.") == {"findings": "", "impression": "No acute disease."}
     assert split_sections("Heart normal.") == {"findings": "Heart normal.", "impression": ""}
     assert clinical_metadata("XXXX-year-old female with chest pain") == {"age": None, "sex": "F"}
@@ -137,9 +139,6 @@ def test_manifest_not_found_and_not_csv(tmp_path):
 
 
 def test_sixteen_bit_images_are_rescaled_not_clipped(tmp_path):
-    import numpy as np
-    from PIL import Image
-
     ramp = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)  # a 12-bit ramp in 16-bit storage
     Image.fromarray(ramp, mode="I;16").save(tmp_path / "ramp.png")
     img = load_image(tmp_path / "ramp.png", size=64)
