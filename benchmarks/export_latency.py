@@ -23,6 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from model_core.artifacts import DECODER_INT8_ONNX, EXPORT_CONFIG, EXPORT_REPORT, MODEL_CARD
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
     from pipelines.local import latest_model_dir
 
     model_dir = args.model_dir or latest_model_dir(REPO_ROOT / "runs" / "demo")
-    if model_dir is None or not (model_dir / "model_card.json").is_file():
+    if model_dir is None or not (model_dir / MODEL_CARD).is_file():
         print(f"no trained model directory at {model_dir or 'runs/demo'}.\n"
               "Get one with `make run` (runs/demo/kfp/<run>/train/model, about 15 minutes on 2 CPU cores) or\n"
               "`.venv/bin/rrg train --config configs/demo.yaml --out DIR`, then pass --model-dir DIR/model.\n"
@@ -75,16 +77,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from model_core.config import GenerationConfig, build_section
-    from model_core.export.onnx_export import (
-        EXPORT_CONFIG_FILE,
-        OrtReportGenerator,
-        _test_studies,
-        _versions,
-        export_onnx,
-        measure_latency,
-    )
+    from model_core.config import DataConfig, GenerationConfig, build_section
+    from model_core.export.parity import compare_engine_latency
+    from model_core.export.sources import load_studies
+    from model_core.export.step import export_onnx, export_versions
     from model_core.modeling.model_dir import load_model_dir
+    from model_core.runtime.ort_generator import OrtReportGenerator
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -95,21 +93,21 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="rrg-export-") as tmp:
         export_dir = args.export_dir or Path(tmp) / "export"
         export_seconds = None
-        if not (export_dir / EXPORT_CONFIG_FILE).is_file():
+        if not (export_dir / EXPORT_CONFIG).is_file():
             t0 = time.perf_counter()
             export_onnx(model_dir, export_dir, check=False)
             export_seconds = round(time.perf_counter() - t0, 1)
-        report_path = export_dir / "export_report.json"
+        report_path = export_dir / EXPORT_REPORT
         exporter = json.loads(report_path.read_text()).get("exporter") if report_path.is_file() else None
         engines = {name: OrtReportGenerator(export_dir, name, provider=args.provider, gen=gen, threads=threads)
-                   for name in ("fp32", "int8") if (name == "fp32" or (export_dir / "decoder.int8.onnx").is_file())}
-        images, contexts = _test_studies(args.studies, model.image_size)
+                   for name in ("fp32", "int8") if (name == "fp32" or (export_dir / DECODER_INT8_ONNX).is_file())}
+        images, contexts = load_studies(DataConfig(), "test", args.studies, model.image_size)  # embedded data
         modes = ("beam", "greedy") if args.greedy else ("beam",)
-        result = measure_latency(model, engines, images, contexts, gen, args.runs, modes)
+        result = compare_engine_latency(model, engines, images, contexts, gen, args.runs, modes)
         sizes = {p.name: round(p.stat().st_size / 2**20, 2) for p in export_dir.glob("*.onnx")}
 
     result.update({"model_dir": str(model_dir), "exporter": exporter, "export_seconds": export_seconds,
-                   "max_new_tokens": gen.max_new_tokens, "onnx_sizes_mb": sizes, "versions": _versions(),
+                   "max_new_tokens": gen.max_new_tokens, "onnx_sizes_mb": sizes, "versions": export_versions(model_dir),
                    "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()})
     print(f"model {model_dir}  |  image {model.image_size}px, {model.num_image_tokens} visual tokens, "
           f"max {gen.max_new_tokens} new tokens  |  {threads} threads, {result['provider']}  |  "

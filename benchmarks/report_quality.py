@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/report_quality.py [--run runs/demo]
 
 Reads the main job's outputs (`make run` writes them under runs/demo/kfp/<run>/): the evaluate step's
-metrics.json and its baseline/eval/metrics.json, both on the embedded test split (the manifest's `val` studies, 382), and prints each figure next to its
-target from the model issue: beat the baseline on BLEU-4 and CE micro-F1; goal BLEU-4 >= 0.17,
-ROUGE-L >= 0.38, CPU p50 <= 150 ms per report with beam 4.
+metrics.json and its baseline/eval/metrics.json, both on the embedded test split (the manifest's `val`
+studies, 382), and prints each figure next to its target from the model issue: beat the baseline on BLEU-4
+and CE micro-F1; goal BLEU-4 >= 0.17, ROUGE-L >= 0.38, CPU p50 <= 150 ms per report with beam 4.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from model_core.artifacts import BASELINE_EVAL_DIR, METRICS, MODEL_CARD
 from model_core.config import REPO_ROOT
 
 TARGETS = {"BLEU-4": 0.17, "ROUGE-L": 0.38}
@@ -29,11 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "demo")
     args = parser.parse_args()
-    runs = sorted((args.run / "kfp").glob("*/evaluate/evaluation/metrics.json"), key=lambda p: p.stat().st_mtime)
+    runs = sorted((args.run / "kfp").glob(f"*/evaluate/evaluation/{METRICS}"), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise SystemExit(f"no pipeline run under {args.run / 'kfp'}: run `make run` first (or pass --run DIR)")
     model_path = runs[-1]
-    base_path = model_path.parent / "baseline" / "eval" / "metrics.json"
+    base_path = model_path.parent / BASELINE_EVAL_DIR / METRICS
     for path in (model_path, base_path):
         if not path.is_file():
             raise SystemExit(f"{path} not found: run `make run` first (or pass --run DIR)")
@@ -52,7 +53,7 @@ def main() -> None:
         print(f"latency beam {lat['num_beams']} ({lat['threads']} threads): batch 1 p50 {p50:.0f} ms "
               f"p95 {lat['batch_1']['p95_ms']:.0f} ms; batch 8 p50 {lat['batch_8_per_report']['p50_ms']:.0f} ms/report"
               f" — goal p50 <= 150 ms: {'met' if p50 <= 150 else 'not met'}")
-    card = model_path.parents[2] / "train" / "model" / "model_card.json"
+    card = model_path.parents[2] / "train" / "model" / MODEL_CARD
     if card.is_file():
         print(f"training time: {json.loads(card.read_text())['training_seconds']:.0f} s")
 

@@ -72,6 +72,7 @@ def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo
     from model_core.config import load_config
     from model_core.data.iu_xray import load_iu_xray
     from model_core.modeling.model import RadiologyMultimodalModel
+    from model_core.modeling.model_dir import save_model_dir
     from model_core.modeling.tokenizer import clean_target, train_report_tokenizer
 
     cfg = load_config(config)
@@ -81,11 +82,8 @@ def build_demo_model_dir(out: Path, config: Path = REPO_ROOT / "configs" / "demo
     tokenizer = train_report_tokenizer([clean_target(r) for r in reports], cfg.model.text.vocab_size)
     torch.manual_seed(0)
     model = RadiologyMultimodalModel(cfg.model, tokenizer).eval()
-    model.save_pretrained(out)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-    (out / "detection.json").write_text(json.dumps({"temperature": 1.0, "thresholds": {}}))
-    (out / "model_card.json").write_text(json.dumps({"name": f"{size}-untrained", "version": f"{size}-untrained"}))
-    return out
+    return save_model_dir(model, out, card={"name": f"{size}-untrained", "version": f"{size}-untrained"},
+                          run_config=cfg.to_dict(), detection={"temperature": 1.0, "thresholds": {}})
 
 
 def resolve_model_dir(arg: Path | None, tmp: Path, size: str = "demo") -> tuple[Path, str]:
@@ -99,11 +97,12 @@ def resolve_model_dir(arg: Path | None, tmp: Path, size: str = "demo") -> tuple[
     return build_demo_model_dir(tmp / "model", size=size), f"untrained, {size}-size"
 
 
-def percentiles(samples: list[float]) -> dict:
-    import numpy as np
+def percentiles(samples_s: list[float]) -> dict:
+    """p50/p95/p99 in ms of latencies in seconds (`model_core.stats.latency_summary`, without its count)."""
+    from model_core.stats import latency_summary
 
-    arr = np.asarray(samples) * 1000
-    return {f"p{q}_ms": round(float(np.percentile(arr, q)), 1) for q in (50, 95, 99)}
+    summary = latency_summary([1000 * s for s in samples_s], percentiles=(50, 95, 99))
+    return {key: value for key, value in summary.items() if key != "n"}
 
 
 async def run_scenario(backend, images, contexts, clients: int, requests: int, max_batch: int,
@@ -143,8 +142,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from model_core.config import ServingConfig
-    from model_core.export.onnx_export import _test_studies
+    from model_core.config import DataConfig, ServingConfig
+    from model_core.export.sources import load_studies
     from serving.app import parallelism
     from serving.backends import load_model
 
@@ -156,17 +155,18 @@ def main(argv=None) -> int:
         if args.num_beams is not None:
             from dataclasses import replace
 
+            from model_core.artifacts import RUN_CONFIG
             from model_core.config import GenerationConfig, build_section
 
-            saved = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+            saved = json.loads((model_dir / RUN_CONFIG).read_text()) if (model_dir / RUN_CONFIG).is_file() else {}
             gen = replace(build_section(GenerationConfig, saved.get("generation", {}), "generation."),
                           num_beams=args.num_beams)
         t0 = time.perf_counter()
-        loaded = load_model(model_dir, backend=args.backend, threads=threads, gen=gen)
+        loaded = load_model(model_dir, backend=args.backend, threads=threads, gen=gen, allow_export_at_startup=True)
         workers, threads = parallelism(serving, loaded.backend.name)      # as the service does once loaded
         torch.set_num_threads(threads)
         load_s = time.perf_counter() - t0
-        images, contexts = _test_studies(8, loaded.backend.image_size)
+        images, contexts = load_studies(DataConfig(), "test", 8, loaded.backend.image_size)  # embedded data
         studies = [images[i] for i in range(len(images))]            # each (1, 1, H, W): one frontal view
         print(f"model {model_dir} ({kind}), backend {loaded.backend.name}, beams {loaded.gen.num_beams}, "
               f"max {loaded.gen.max_new_tokens} new tokens, loaded in {load_s:.1f} s; "

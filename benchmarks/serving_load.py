@@ -57,7 +57,7 @@ def start_server(model_dir: Path, port: int, token: str, workdir: Path, backend:
     code = ("import sys; from serving.app import serve; "
             f"serve({str(model_dir)!r}, host={HOST!r}, port={port}, audit_log={str(workdir / 'audit.jsonl')!r}, "
             f"report_store={str(workdir / 'reports.sqlite3')!r}, "
-            f"backend={backend!r}, log_level='warning')")
+            f"backend={backend!r}, allow_export_at_startup=True, log_level='warning')")
     env = {**os.environ, "RRG_API_TOKENS": f"{token}:report.write+report.read",
            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("RRG_PACS_URL", None)
@@ -146,6 +146,7 @@ def main(argv=None) -> int:
     from serving_batching import resolve_model_dir
 
     from model_core.data.iu_xray import load_iu_xray
+    from model_core.stats import latency_summary
 
     test = load_iu_xray(split="test", limit_studies=16)
     images = [Path(p).read_bytes() for p in test["images"]]
@@ -174,8 +175,8 @@ def main(argv=None) -> int:
         "requests": args.requests, "sent": result["sent"], "concurrency": args.concurrency,
         "errors": len(result["errors"]), "statuses": {str(k): v for k, v in result["statuses"].items()},
         "wall_s": round(result["wall_s"], 1), "throughput_rps": round(result["sent"] / result["wall_s"], 2),
-        "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "p99_ms": round(float(np.percentile(lat, 99)), 1), "server_batches": int(batches),
+        **{k: v for k, v in latency_summary(lat, percentiles=(50, 95, 99)).items() if k != "n"},
+        "server_batches": int(batches),
         "server_mean_batch_size": round(mean_batch, 2), "model": kind, "backend": ready["backend"],
         "cpu_count": os.cpu_count(),
     }

@@ -1,11 +1,15 @@
 """Every file name of the model directory, the export directory, the baseline directory and the
 evaluation output, and the ONNX input/output names: one table, used by the writers and the readers alike.
 
-A model directory (written by `model_core.training`, read by `model_core.modeling.model_dir`):
+A model directory (written and read by `model_core.modeling.model_dir`, for `model_core.training`):
     model_card.json   written last: a directory with one is complete
-    model.pt, model_config.json, config.json, detection.json, history.json, tokenizer/, encoder_config/, lm_config/
+    model.pt, model_config.json, config.json, detection.json, history.json, tokenizer/, encoder_config/, lm_config/,
+    checkpoints/last.pt (training checkpoints)
 An export directory (written by `model_core.export`, read by `model_core.runtime` and serving):
     vision.onnx, decoder.onnx, decoder.int8.onnx, embed_tokens.npy, export_config.json, export_report.json
+A baseline directory (`model_core.evaluation.baseline.train_baseline`): model.pt, baseline.json
+An evaluation directory (`model_core.evaluation`): metrics.json, predictions.jsonl, per_finding_f1.png,
+    calibration.png, and baseline/eval/ (the baseline's metrics.json and predictions.jsonl)
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ TOKENIZER_DIR = "tokenizer"
 ENCODER_CONFIG_DIR = "encoder_config"
 LM_CONFIG_DIR = "lm_config"
 MODEL_DIR_FILES = (MODEL_CARD, MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR, ENCODER_CONFIG_DIR, LM_CONFIG_DIR)
+CHECKPOINTS_DIR = "checkpoints"   # per-epoch training checkpoints (what `resume` continues from)
+LAST_CHECKPOINT = "last.pt"
 
 # --------------------------------------------------------------------------- export directory
 VISION_ONNX = "vision.onnx"
@@ -45,3 +51,6 @@ BASELINE_SUMMARY = "baseline.json"
 # --------------------------------------------------------------------------- evaluation output
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
+PER_FINDING_F1_PLOT = "per_finding_f1.png"
+CALIBRATION_PLOT = "calibration.png"
+BASELINE_EVAL_DIR = "baseline/eval"   # the candidate's evaluation holds the baseline's beside it (metrics.json, ...)

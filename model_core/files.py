@@ -16,7 +16,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text so that readers see the old file or the whole new one, never a half-written file."""
     atomic_write_bytes(path, text.encode("utf-8"))

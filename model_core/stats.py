@@ -1,5 +1,6 @@
 """Statistics used across the project, one implementation each: bootstrap CIs, Wilson intervals,
-sensitivity/specificity at a threshold, the threshold for a target sensitivity, calibration error.
+sensitivity/specificity at a threshold, the threshold for a target sensitivity, precision/recall/F1 from
+counts, calibration error, latency percentiles.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import math
 from typing import Callable
 
 import numpy as np
+from scipy.special import ndtri  # the standard normal quantile (what scipy.stats.norm.ppf computes)
 
 # --------------------------------------------------------------------------- bootstrap
 
@@ -20,7 +22,7 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+def resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     """How often each study appears in each resample, float64 (n_boot, n): sums over a resample = W @ x.
 
     Built from `bootstrap_indices`, so vectorized CIs use exactly the resamples `bootstrap_ci` uses.
@@ -72,9 +74,7 @@ def wilson_interval(successes: int, total: int, alpha: float = 0.05) -> tuple[fl
         raise ValueError(f"need 0 <= successes <= total, got {successes}/{total}")
     if total == 0:
         return None, None
-    from scipy.stats import norm
-
-    z = float(norm.ppf(1 - alpha / 2))
+    z = float(ndtri(1 - alpha / 2))
     p = successes / total
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
@@ -148,6 +148,21 @@ def threshold_for_sensitivity(
     )
 
 
+def precision_recall_f1(tp, fp, fn, zero_division: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 from true-positive / false-positive / false-negative counts of any shape.
+
+    F1 = 2·tp / (2·tp + fp + fn). A figure whose denominator is 0 (no predicted positive for precision, no
+    true positive for recall, neither for F1) is `zero_division`: 0 as sklearn's zero_division=0, or NaN
+    where "undefined" must stay visible. Returns float64 arrays of the counts' broadcast shape.
+    """
+    tp, fp, fn = (np.asarray(c, dtype=np.float64) for c in (tp, fp, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), zero_division)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), zero_division)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), zero_division)
+    return precision, recall, f1
+
+
 # --------------------------------------------------------------------------- calibration
 
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
@@ -163,3 +178,20 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
         if mask.any():
             ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
     return float(ece)
+
+
+# --------------------------------------------------------------------------- latency
+
+def latency_summary(samples_ms, percentiles: tuple[int, ...] = (50, 95)) -> dict:
+    """{"p50_ms", "p95_ms", "n"} of wall-time samples in milliseconds, each percentile rounded to 0.01 ms.
+
+    `percentiles` names other points (e.g. (50, 95, 99)): one key f"p{q}_ms" each, in that order.
+    """
+    arr = np.asarray(samples_ms, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError("no latency samples to summarize")
+    if not np.isfinite(arr).all():
+        raise ValueError("latency samples must be finite")
+    out = {f"p{q}_ms": round(float(np.percentile(arr, q)), 2) for q in percentiles}
+    out["n"] = int(arr.size)
+    return out

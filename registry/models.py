@@ -15,7 +15,18 @@ import os
 import shutil
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Callable
+
+import mlflow
+import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+
+from model_core.config import GenerationConfig, build_section
+from model_core.data.images import load_image
+from model_core.modeling.generation import generate_report
+from model_core.modeling.model_dir import load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,52 +39,35 @@ class RegistryError(ValueError):
 
 # --------------------------------------------------------------------------- pyfunc flavour
 
-try:
-    import mlflow.pyfunc
+class ReportGeneratorModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: loads the self-contained model directory; predicts structured reports.
 
-    class ReportGeneratorModel(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper: loads the self-contained model directory; predicts structured reports.
+    Input: a DataFrame with a column `image_path` (one row per study; frontal image) and optional
+    `indication`, `age`, `sex`. Output: a list of structured-report dicts.
+    """
 
-        Input: a DataFrame with a column `image_path` (one row per study; frontal image) and optional
-        `indication`, `age`, `sex`. Output: a list of structured-report dicts.
-        """
+    def load_context(self, context):
+        self.model, self.detection, self.saved = load_model_dir(context.artifacts["model_dir"])
 
-        def load_context(self, context):
-            from model_core.modeling.model_dir import load_model_dir
-
-            self.model, self.detection, self.saved = load_model_dir(context.artifacts["model_dir"])
-
-        def predict(self, context, model_input, params=None):
-            import torch
-
-            from model_core.config import GenerationConfig, build_section
-            from model_core.data.images import load_image
-            from model_core.modeling.generation import generate_report
-
-            gen = build_section(GenerationConfig, self.saved.get("generation", {}), "generation.")
-            reports = []
-            for row in model_input.to_dict(orient="records"):
-                image = load_image(row["image_path"], self.model.image_size).unsqueeze(0)
-                context_ = {k: row.get(k) for k in ("indication", "age", "sex") if row.get(k) is not None}
-                report = generate_report(self.model, image, context_, gen, self.detection.get("thresholds"),
-                                         float(self.detection.get("temperature", 1.0)))
-                reports.append(report.to_dict())
-            return reports
-except ImportError:  # pragma: no cover - mlflow is a dependency; keeps model_core importable without it
-    ReportGeneratorModel = None
+    def predict(self, context, model_input, params=None):
+        gen = build_section(GenerationConfig, self.saved.get("generation", {}), "generation.")
+        reports = []
+        for row in model_input.to_dict(orient="records"):
+            image = load_image(row["image_path"], self.model.image_size).unsqueeze(0)
+            context_ = {k: row.get(k) for k in ("indication", "age", "sex") if row.get(k) is not None}
+            report = generate_report(self.model, image, context_, gen, self.detection.get("thresholds"),
+                                     float(self.detection.get("temperature", 1.0)))
+            reports.append(report.to_dict())
+        return reports
 
 
 def _client(tracking_uri: str):
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri)
     return mlflow.MlflowClient(tracking_uri)
 
 
 def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> str:
     """Log the model directory as a pyfunc model in the run; returns the model URI."""
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri)
     repo_root = Path(__file__).resolve().parent.parent
     with mlflow.start_run(run_id=run_id):
@@ -85,8 +79,6 @@ def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> s
 
 
 def _requirements() -> list[str]:
-    from importlib import metadata
-
     return [f"{p}=={metadata.version(p)}" for p in ("torch", "transformers", "tokenizers", "numpy", "pandas", "Pillow")]
 
 
@@ -98,9 +90,6 @@ def _audit(client, name: str, version: str, action: str, reason: str) -> None:
 
 def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: dict) -> dict:
     """Register a version tagged with its gate results; promote it to champion only when the gate passed."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
@@ -145,8 +134,6 @@ def _move_champion(client, name: str, version: str, reason: str) -> None:
 
 
 def _alias_version(client, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version_by_alias(name, alias).version
     except MlflowException:
@@ -181,8 +168,6 @@ def rollback(tracking_uri: str, name: str, reason: str) -> dict:
 
 
 def _version(client, name: str, version: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
@@ -191,8 +176,6 @@ def _version(client, name: str, version: str):
 
 def history(tracking_uri: str, name: str) -> list[dict]:
     """Every version with its aliases, gate decision and audit trail, newest first."""
-    from mlflow.exceptions import MlflowException
-
     client = _client(tracking_uri)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -210,10 +193,13 @@ def history(tracking_uri: str, name: str) -> list[dict]:
     return out
 
 
-def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | os.PathLike) -> Path:
-    """Fetch the 510(k) packet logged with a version's run and verify its SHA-256 manifest."""
-    from regulatory.packet import verify_packet
+def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | os.PathLike,
+                    verify: Callable[[Path], object]) -> Path:
+    """Fetch the 510(k) packet logged with a version's run; it reaches out_dir only once `verify` accepts it.
 
+    verify(path) must raise on a packet whose SHA-256 manifest does not match: pass
+    `regulatory.archive.verify_packet` (the registry imports model_core only, so the caller supplies it).
+    """
     client = _client(tracking_uri)
     mv = _version(client, name, version)
     files = [f.path for f in client.list_artifacts(mv.run_id, "packet") if f.path.endswith(".zip")]
@@ -223,7 +209,7 @@ def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | o
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         local = Path(client.download_artifacts(mv.run_id, files[0], tmp))
-        verify_packet(local)
+        verify(local)
         target = out_dir / local.name
         shutil.move(str(local), target)
     return target

@@ -7,15 +7,23 @@ are numbers, tags are hashes and versions, artifacts are model files, figures, m
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import mlflow
+
+from model_core.data.manifest import read_manifest
+from model_core.files import sha256_file
+from model_core.provenance import collect_provenance, package_version, version_string
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,8 @@ class MlflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.process.returncode}; see {self.root / 'server.log'}")
+                raise RuntimeError(f"mlflow server exited with {self.process.returncode}; "
+                                   f"see {self.root / 'server.log'}")
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
                     if resp.status == 200:
@@ -64,8 +73,6 @@ class MlflowServer:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            import signal
-
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
@@ -117,8 +124,6 @@ def flatten(prefix: str, obj, out: dict | None = None) -> dict:
 
 def start_run(tracking_uri: str, run_name: str, tags: dict | None = None) -> str:
     """Create an MLflow run in the project's experiment; returns its run id (the run is left open for steps)."""
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -128,8 +133,6 @@ def start_run(tracking_uri: str, run_name: str, tags: dict | None = None) -> str
 
 
 def log_params(tracking_uri: str, run_id: str, params: dict) -> None:
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri)
     flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten("", params).items()}
     items = list(flat.items())
@@ -138,8 +141,6 @@ def log_params(tracking_uri: str, run_id: str, params: dict) -> None:
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri)
     now = int(time.time() * 1000)
     entries = [mlflow.entities.Metric(k[:250], float(v), now, step) for k, v in metrics.items()
@@ -182,9 +183,8 @@ def evaluation_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
-def log_artifacts(tracking_uri: str, run_id: str, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
-    import mlflow
-
+def log_artifacts(tracking_uri: str, run_id: str, local_path: str | os.PathLike,
+                  artifact_path: str | None = None) -> None:
     client = mlflow.MlflowClient(tracking_uri)
     path = Path(local_path)
     if path.is_dir():
@@ -194,16 +194,12 @@ def log_artifacts(tracking_uri: str, run_id: str, local_path: str | os.PathLike,
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri)
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value)[:5000])
 
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    import mlflow
-
     mlflow.MlflowClient(tracking_uri).set_terminated(run_id, status)
 
 
@@ -211,11 +207,6 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 def data_lineage(root: str | os.PathLike, manifest: str | os.PathLike) -> dict:
     """Hashes that pin the training data: manifest SHA-256 and a digest over the images' checksums."""
-    import hashlib
-
-    from model_core.data.manifest import read_manifest
-    from model_core.files import sha256_file
-
     root, manifest = Path(root), Path(manifest)
     df = read_manifest(manifest)
     digest = hashlib.sha256()
@@ -226,17 +217,19 @@ def data_lineage(root: str | os.PathLike, manifest: str | os.PathLike) -> dict:
             "images": int(len(df)), "studies": int(df["uid"].nunique())}
 
 
-def software_lineage() -> dict:
-    """Git commit and the versions of the packages the model depends on."""
-    from importlib import metadata
+# Pipeline tooling: not part of what the model computes, so not in the model card's provenance, but part of
+# how the run was made.
+PIPELINE_PACKAGES = ("mlflow", "kfp", "great-expectations")
 
-    from model_core.training.trainer import model_version_string
 
-    versions = {}
-    for pkg in ("torch", "transformers", "tokenizers", "deepspeed", "peft", "mlflow", "kfp", "numpy",
-                "great-expectations", "onnxruntime"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    return {"model_version": model_version_string(), "python": sys.version.split()[0], **versions}
+def software_lineage(model_card: dict | None = None) -> dict:
+    """The software of a run as flat tags: {model_version, python, git_commit, <package>: version, ...}.
+
+    Versions come from the model card's recorded provenance (`model_card["provenance"]`, written once at
+    training time) when a card with one is given, else from `model_core.provenance.collect_provenance()`
+    of this environment; the pipeline tools' versions are added either way.
+    """
+    provenance = (model_card or {}).get("provenance") or collect_provenance()
+    return {"model_version": version_string(provenance), "python": provenance["python"],
+            "git_commit": provenance["git_commit"], **provenance["packages"],
+            **{name: package_version(name) for name in PIPELINE_PACKAGES}}

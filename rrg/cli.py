@@ -2,6 +2,9 @@
 
 Each subcommand parses arguments, calls one library function and prints where its outputs went.
 Bad input ends with `error: <what is wrong>` and exit status 2, never a traceback.
+
+Subcommands import their library inside the function, on purpose: `rrg data stats` must not pay for
+loading torch, kfp, mlflow or FastAPI that other subcommands need.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from model_core.artifacts import BASELINE_WEIGHTS, METRICS
 from model_core.config import REPO_ROOT, ConfigError, load_config, resolve_path
 from model_core.data.manifest import DataError
 
@@ -59,7 +63,7 @@ def cmd_data_splits(args) -> int:
 # --------------------------------------------------------------------------- labels, EDA
 
 def cmd_label(args) -> int:
-    from model_core.labels.labeler import write_label_table
+    from model_core.labels.agreement import write_label_table
 
     write_label_table(args.manifest, args.out)
     print(f"wrote {args.out}")
@@ -93,13 +97,13 @@ def cmd_baseline_evaluate(args) -> int:
 
     cfg = _config(args)
     model_dir = Path(args.model)
-    if not (model_dir / "baseline.pt").is_file():
+    if not (model_dir / BASELINE_WEIGHTS).is_file():
         raise DataError(f"no trained baseline in {model_dir}; run `rrg baseline train --out {model_dir}` first")
     metrics = evaluate_baseline(model_dir, manifest=args.manifest, images_root=args.images_root,
                                 out_dir=args.out, split=args.split, n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed,
                                 section=cfg.eval.section)
     _print_json({"n_studies": metrics["n_studies"], **metrics["summary"]})
-    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"metrics: {Path(args.out) / METRICS}")
     return 0
 
 
@@ -122,7 +126,7 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_model_dir(args.model, args.manifest, args.images_root, args.out, split=args.split,
                                  eval_cfg=cfg.eval, baseline_metrics=baseline)
     _print_json({"n_studies": metrics["n_studies"], **metrics["summary"]})
-    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"metrics: {Path(args.out) / METRICS}")
     return 0
 
 
@@ -204,8 +208,9 @@ def cmd_registry(args) -> int:
 
 def cmd_packet_download(args) -> int:
     from registry.models import download_packet
+    from regulatory.archive import verify_packet
 
-    path = download_packet(_tracking_uri(args), args.model, args.version, args.out)
+    path = download_packet(_tracking_uri(args), args.model, args.version, args.out, verify=verify_packet)
     print(f"packet verified (SHA-256 manifest) and saved: {path}")
     return 0
 
@@ -217,7 +222,7 @@ def cmd_serve(args) -> int:
 
     cfg = _config(args)
     serve(args.model, cfg.serving, host=args.host, port=args.port, pacs_url=args.pacs_url, backend=args.backend,
-          precision=args.precision, triton_url=args.triton_url,
+          precision=args.precision, triton_url=args.triton_url, allow_export_at_startup=args.allow_export_at_startup,
           audit_log=str(args.audit_log) if args.audit_log else None,
           report_store=str(args.report_store) if args.report_store else None)
     return 0
@@ -232,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p):
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/demo.yaml)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. baseline.epochs=2")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. baseline.epochs=2")
         return p
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
@@ -254,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
     eda.set_defaults(func=cmd_eda)
 
-    baseline = sub.add_parser("baseline", help="template baseline").add_subparsers(dest="baseline_command", required=True)
+    baseline = sub.add_parser("baseline", help="template baseline").add_subparsers(dest="baseline_command",
+                                                                                   required=True)
     b_train = with_config(baseline.add_parser("train", help="train the classifier on the train split"))
     b_train.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "baseline" / "model")
     b_train.set_defaults(func=cmd_baseline_train)
@@ -308,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sched.add_argument("--model-name", default="rrg-report-generator")
     p_sched.set_defaults(func=cmd_pipeline_schedule)
 
-    reg = sub.add_parser("registry", help="model registry (MLflow)").add_subparsers(dest="registry_command", required=True)
+    reg = sub.add_parser("registry", help="model registry (MLflow)").add_subparsers(dest="registry_command",
+                                                                                    required=True)
     for name, help_text in (("history", "versions, aliases, gate results, audit trail"),
                             ("promote", "make a gate-passing version champion"),
                             ("rollback", "make previous-champion the champion again")):
@@ -332,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--backend", default=None, choices=["auto", "onnxruntime", "torch", "triton"])
     srv.add_argument("--precision", default=None, choices=["int8", "fp32"])
     srv.add_argument("--triton-url", default=None, help="Triton Inference Server (HOST:PORT) for --backend triton")
+    srv.add_argument("--allow-export-at-startup", action="store_true", default=None,
+                     help="development only: export the model to ONNX when it has none (else the pipeline does)")
     srv.add_argument("--audit-log", type=Path, default=None, help="append-only JSONL audit log")
     srv.add_argument("--report-store", type=Path, default=None,
                      help="SQLite file of generated reports (default runs/serving/reports.sqlite3)")

@@ -1,4 +1,5 @@
-"""Template baseline (seed §3.3): a small CNN predicts the 14 CheXpert labels, a fixed table writes the report.
+"""Template baseline: the floor the report model must beat. A small CNN predicts the 14 CheXpert labels,
+a fixed table (`model_core.evaluation.baseline_templates`) writes the report.
 
     frontal image (1, S, S) ──CNN──► 14 logits ──σ, per-label threshold (max F1 on val)──► positive labels
     positive labels ──template table──► {"findings", "impression"} ──► "FINDINGS: … IMPRESSION: …"
@@ -9,9 +10,10 @@ without any frontal image falls back to its lateral image(s) at val / test time,
 split is scored (the fallback count is recorded). Thresholds are chosen per label on the val split
 (max F1); a label with fewer than 5 val positives is never predicted (threshold stored as null).
 
-Artifacts of `train_baseline(…, out_dir)`: `model.pt` (weights, thresholds, config, input normalization;
-loadable with `torch.load(weights_only=True)`) and `baseline.json` (the same minus weights, plus
-validation figures and timings), both written atomically.
+Artifacts of `train_baseline(…, out_dir)` (names: `model_core.artifacts`): `model.pt` (weights, thresholds,
+config, input normalization; loadable with `torch.load(weights_only=True)`) and `baseline.json` (the same
+minus weights, plus validation figures and timings), both written atomically. `evaluate_baseline` writes
+`metrics.json` and `predictions.jsonl`.
 """
 
 from __future__ import annotations
@@ -24,115 +26,34 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS, binarize
+from model_core.artifacts import BASELINE_SUMMARY, BASELINE_WEIGHTS, METRICS, PREDICTIONS
+from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS, binarize
+from model_core.config import BaselineConfig, Config, DataConfig, resolve_path
 from model_core.data.images import load_images
-from model_core.data.iu_xray import group_studies
+from model_core.data.iu_xray import group_studies, load_iu_xray
+from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.evaluation.baseline_templates import template_report
+from model_core.evaluation.metrics import clinical_efficacy, report_generation_metrics
+from model_core.files import atomic_write_bytes, atomic_write_text
+from model_core.labels.labeler import label_reports
+from model_core.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.pt"
-SUMMARY_FILE = "baseline.json"
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 FORMAT_VERSION = 1
 # Ultra-rare labels (a handful of train positives) would get pos_weight in the hundreds and dominate the loss.
 MAX_POS_WEIGHT = 50.0
-# A threshold is only fit for labels with at least this many val positives (see `choose_thresholds`).
+# A threshold is only fit for labels with at least this many val positives (see `max_f1_thresholds`).
 MIN_VAL_POSITIVES = 5
-
-# --------------------------------------------------------------------------- report templates
-
-# One sentence per anatomical slot of the normal report, in reading order. IU X-ray phrasing: among
-# eleven candidate wordings built from the most frequent normal sentences of the train reports (e.g.
-# "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.", 45 studies verbatim),
-# this one scored the best findings BLEU-4 as an all-normal report on the val split (0.169; the 3-sentence
-# version scores 0.060, mostly from BLEU's brevity penalty) and on train alike. Test was never looked at.
-NORMAL_FINDINGS: "OrderedDict[str, str]" = OrderedDict([
-    ("heart", "The heart size is normal."),
-    ("mediastinum", "The mediastinal contour is within normal limits."),
-    ("lungs", "The lungs are clear."),
-    ("pleura", "There is no pleural effusion or pneumothorax."),
-    ("bones", "There are no acute bony findings."),
-])
-NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."  # the most frequent IU X-ray normal impression
-
-
-@dataclasses.dataclass(frozen=True)
-class Template:
-    slot: str          # the normal-report slot the finding replaces (or "devices": appended)
-    finding: str       # sentence for the FINDINGS section
-    impression: str    # phrase for the IMPRESSION section
-
-
-# The explicit label → sentence table. "No Finding" has no entry: a study is normal when no other label
-# is predicted, whatever the "No Finding" output says. Each wording is checked (tests) to be read back as
-# its own label by `model_core.labels.label_report`, so CE measures the classifier, not the phrasing.
-TEMPLATES: dict[str, Template] = {
-    "Enlarged Cardiomediastinum": Template("mediastinum", "The mediastinal contour is widened.",
-                                           "Widened mediastinum."),
-    "Cardiomegaly": Template("heart", "The heart is enlarged.", "Cardiomegaly."),
-    "Lung Opacity": Template("lungs", "There is an airspace opacity.", "Airspace opacity."),
-    "Lung Lesion": Template("lungs", "There is a pulmonary nodule.", "Pulmonary nodule."),
-    "Edema": Template("lungs", "There is pulmonary edema.", "Pulmonary edema."),
-    "Consolidation": Template("lungs", "There is focal consolidation.", "Focal consolidation."),
-    "Pneumonia": Template("lungs", "Findings are consistent with pneumonia.", "Pneumonia."),
-    "Atelectasis": Template("lungs", "There is atelectasis.", "Atelectasis."),
-    "Pneumothorax": Template("pleura", "There is a pneumothorax.", "Pneumothorax."),
-    "Pleural Effusion": Template("pleura", "There is a pleural effusion.", "Pleural effusion."),
-    "Pleural Other": Template("pleura", "There is pleural thickening.", "Pleural thickening."),
-    "Fracture": Template("bones", "There is a fracture.", "Fracture."),
-    "Support Devices": Template("devices", "Support devices are present.", "Support devices in place."),
-}
-# When only one of pneumothorax / effusion is present, the other is still explicitly negated.
-_PLEURA_NEGATIONS = {"Pneumothorax": "There is no pneumothorax.", "Pleural Effusion": "There is no pleural effusion."}
-
-
-def template_report(labels) -> dict:
-    """Report for a label vector (14,) (positive = 1 or -1) or an iterable of positive label names.
-
-    Returns {"findings": str, "impression": str, "text": "FINDINGS: … IMPRESSION: …",
-    "positive_labels": [names in CheXpert order, "No Finding" excluded]}.
-    """
-    if isinstance(labels, (str, bytes)):
-        raise ValueError("labels must be a label vector or an iterable of label names, not a string")
-    arr = np.asarray(list(labels) if not isinstance(labels, np.ndarray | torch.Tensor) else labels)
-    if arr.dtype.kind in "iuf" and arr.shape == (NUM_LABELS,):
-        names = [CHEXPERT_LABELS[j] for j in np.flatnonzero(arr != 0)]
-    else:
-        names = [str(x) for x in arr.ravel()]
-        unknown = [x for x in names if x not in LABEL_INDEX]
-        if unknown:
-            raise ValueError(f"unknown label name(s) {unknown}; expected names from CHEXPERT_LABELS")
-    positive = [n for n in CHEXPERT_LABELS if n in set(names) and n in TEMPLATES]
-
-    slots: dict[str, list[str]] = {slot: [] for slot in (*NORMAL_FINDINGS, "devices")}
-    for name in positive:
-        slots[TEMPLATES[name].slot].append(TEMPLATES[name].finding)
-    # Pneumothorax / effusion that are not predicted stay explicitly negated, as radiologists write them.
-    pleural = [n for n in _PLEURA_NEGATIONS if n in positive]
-    if not pleural and slots["pleura"]:  # only "Pleural Other": keep the full normal negation first
-        slots["pleura"].insert(0, NORMAL_FINDINGS["pleura"])
-    elif len(pleural) == 1:
-        (other,) = set(_PLEURA_NEGATIONS) - set(pleural)
-        slots["pleura"].insert(1, _PLEURA_NEGATIONS[other])
-    sentences = []
-    for slot, normal in NORMAL_FINDINGS.items():
-        sentences.extend(slots[slot] or [normal])
-    sentences.extend(slots["devices"])
-    findings = " ".join(sentences)
-    impression = " ".join(TEMPLATES[n].impression for n in positive) if positive else NORMAL_IMPRESSION
-    return {"findings": findings, "impression": impression,
-            "text": f"FINDINGS: {findings} IMPRESSION: {impression}", "positive_labels": positive}
-
 
 # --------------------------------------------------------------------------- model
 
@@ -167,8 +88,6 @@ def resolve_config(config=None, **overrides) -> dict:
 
     config: None, a `model_core.config.Config` (its `.baseline` is used), a `BaselineConfig` or a dict.
     """
-    from model_core.config import BaselineConfig, Config
-
     if isinstance(config, Config):
         config = config.baseline
     if config is None:
@@ -195,9 +114,14 @@ def resolve_config(config=None, **overrides) -> dict:
 
 # --------------------------------------------------------------------------- data
 
-def _load_split(root, manifest, split: str, views, size: int, limit_studies, progress: bool):
-    from model_core.data.iu_xray import load_iu_xray
+def dataset_paths(data: DataConfig) -> tuple[Path, Path]:
+    """(images root, manifest) of a `DataConfig`, resolved from the repository root; the manifest defaults
+    to `<root>/manifest.csv`."""
+    root = resolve_path(data.root)
+    return root, resolve_path(data.manifest) if data.manifest else root / "manifest.csv"
 
+
+def _load_split(root, manifest, split: str, views, size: int, limit_studies, progress: bool):
     dataset = load_iu_xray(root=root, split=split, views=tuple(views), image_size=size, manifest=manifest,
                            limit_studies=limit_studies)
     return dataset, load_images(dataset["images"], size, f"{split} images")
@@ -220,8 +144,6 @@ def _study_probs(image_probs: np.ndarray, table: list[dict]) -> np.ndarray:
 
 def _mean_auroc(y: np.ndarray, probs: np.ndarray) -> tuple[float, dict]:
     """Macro AUROC over labels with both classes present; also per label (None when undefined)."""
-    from sklearn.metrics import roc_auc_score
-
     per_label = {}
     for j, name in enumerate(CHEXPERT_LABELS):
         pos = int(y[:, j].sum())
@@ -230,7 +152,7 @@ def _mean_auroc(y: np.ndarray, probs: np.ndarray) -> tuple[float, dict]:
     return (float(np.mean(defined)) if defined else float("nan")), per_label
 
 
-def choose_thresholds(
+def max_f1_thresholds(
     y_true: np.ndarray, probs: np.ndarray, min_positives: int = MIN_VAL_POSITIVES
 ) -> list[float | None]:
     """Per-label threshold maximizing F1 of `prob >= threshold` on validation studies.
@@ -281,17 +203,15 @@ def train_baseline(
     """Train the CNN on the train split, pick per-label thresholds on val, save to out_dir; returns out_dir.
 
     config: see `resolve_config`; keyword overrides win (e.g. epochs=1, image_size=32).
-    root / manifest / limit_studies: the IU-format data (default: the embedded data, or `config.data`
-    when a full `Config` is given).
-    min_val_positives: labels with fewer val positives get no threshold (see `choose_thresholds`).
+    root / manifest / limit_studies: the IU-format data. Default: with a full `Config`, its `data` section
+    (`dataset_paths`, so `train_baseline(cfg, out_dir)` alone trains on the configured data); otherwise the
+    embedded data.
+    min_val_positives: labels with fewer val positives get no threshold (see `max_f1_thresholds`).
     """
-    from model_core.config import Config, resolve_path
-    from model_core.data.manifest import EMBEDDED_ROOT
-    from model_core.files import atomic_write_bytes, atomic_write_text
-
     if isinstance(config, Config):
-        root = root if root is not None else resolve_path(config.data.root)
-        manifest = manifest if manifest is not None else config.data.manifest and resolve_path(config.data.manifest)
+        data_root, data_manifest = dataset_paths(config.data)
+        root = root if root is not None else data_root
+        manifest = manifest if manifest is not None else data_manifest
         limit_studies = limit_studies if limit_studies is not None else config.data.limit_studies
     root = Path(root) if root is not None else EMBEDDED_ROOT
     cfg = resolve_config(config, **overrides)
@@ -351,7 +271,7 @@ def train_baseline(
     model.load_state_dict(best["state"])
 
     val_probs = _study_probs(_predict_probs(model, val_x, mean, std, cfg["batch_size"]), val_table)
-    thresholds = choose_thresholds(val_y, val_probs, min_val_positives)
+    thresholds = max_f1_thresholds(val_y, val_probs, min_val_positives)
     _, val_auroc = _mean_auroc(val_y, val_probs)
 
     summary = {
@@ -377,8 +297,8 @@ def train_baseline(
                                               "normalization")}, "state_dict": model.state_dict()}
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    atomic_write_bytes(out_dir / WEIGHTS_FILE, buffer.getvalue())
-    atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_bytes(out_dir / BASELINE_WEIGHTS, buffer.getvalue())
+    atomic_write_text(out_dir / BASELINE_SUMMARY, json.dumps(_jsonable(summary), indent=2) + "\n")
     log.info("baseline saved to %s (epoch %d selected, %.1f s training)", out_dir, best["epoch"], timings["train_s"])
     return out_dir
 
@@ -417,9 +337,10 @@ class TemplateBaseline:
 
 def load_baseline(model_dir: str | os.PathLike) -> TemplateBaseline:
     """Load what `train_baseline` saved (weights-only unpickling: no code runs from the file)."""
-    path = Path(model_dir) / WEIGHTS_FILE
+    path = Path(model_dir) / BASELINE_WEIGHTS
     if not path.is_file():
-        raise FileNotFoundError(f"no baseline weights at {path}")
+        raise FileNotFoundError(f"no trained baseline in {model_dir} ({BASELINE_WEIGHTS} missing); "
+                                f"train one with `rrg baseline train --out {model_dir}`")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported baseline format_version {ckpt.get('format_version')!r}")
@@ -460,10 +381,6 @@ def evaluate_baseline(
       "all_normal_template": the same figures when every study gets the normal template (the floor);
       plus n_studies, split, tokenization note, view fallback count, timings.
     """
-    from model_core.evaluation.metrics import clinical_efficacy, report_generation_metrics
-    from model_core.labels.labeler import label_reports
-    from model_core.stats import bootstrap_ci
-
     t_start = time.perf_counter()
     baseline = load_baseline(model_dir)
     out_dir = Path(out_dir)
@@ -529,15 +446,13 @@ def evaluate_baseline(
     metrics["summary"]["CE micro F1"] = metrics["clinical_efficacy"]["micro"]["f1"]
     metrics["summary"]["CE macro F1"] = metrics["clinical_efficacy"]["macro"]["f1"]
 
-    from model_core.files import atomic_write_text
-
     lines = [json.dumps(_jsonable({
         "study_id": s["study_id"], "generated": g["text"], "reference": ref,
         "generated_labels": gl, "reference_labels": rl, "mesh_labels": ml,
         "classifier_probabilities": [round(float(p), 6) for p in pr], "view_fallback": s["view_fallback"],
     })) for s, g, ref, gl, rl, ml, pr in zip(table, generated, references, gen_labels, ref_labels, mesh, probs)]
-    atomic_write_text(out_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
-    atomic_write_text(out_dir / METRICS_FILE, json.dumps(_jsonable(metrics), indent=2) + "\n")
+    atomic_write_text(out_dir / PREDICTIONS, "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / METRICS, json.dumps(_jsonable(metrics), indent=2) + "\n")
     log.info("baseline evaluated on %d %s studies: BLEU-4 %.4f, ROUGE-L %.4f, CE micro F1 %.4f", n, split,
              metrics["nlg"]["BLEU-4"]["value"], metrics["nlg"]["ROUGE-L"]["value"],
              metrics["clinical_efficacy"]["micro"]["f1"]["value"])

@@ -1,7 +1,7 @@
-"""Evaluation of the report generator (seed §3.6) on any IU-format test set.
+"""Evaluation of the report generator on any IU-format test set, beside the template baseline.
 
 Per study (frontal images; lateral ones stand in when a study has no frontal image):
-- NLG: BLEU-1..4 and ROUGE-L (`model_core.metrics`, R2Gen conventions, findings section).
+- NLG: BLEU-1..4 and ROUGE-L (`model_core.evaluation.metrics`, R2Gen conventions, findings section).
 - Clinical efficacy: labeler on the generated text vs the MeSH-derived truth, micro/macro and per finding.
 - Critical-finding detection (pneumothorax, fracture, lung lesion = mass, pleural effusion): sensitivity and
   specificity of the detection head at the validation-chosen thresholds (Wilson 95 % CI, plus bootstrap).
@@ -11,11 +11,12 @@ Per study (frontal images; lateral ones stand in when a study has no frontal ima
   share is reported too.
 - Detection-head calibration (ECE before/after temperature), generation latency (beam 4, batch 1 and 8).
 - RadGraph F1 only when the `radgraph` package and its model are installed locally.
-Every rate carries a 95 % bootstrap CI (studies resampled, `model_core.metrics`).
+Every rate carries a 95 % bootstrap CI (studies resampled, `model_core.stats`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -23,31 +24,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
+from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT, PREDICTIONS
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, binarize
-from model_core.config import EvalConfig, GenerationConfig
+from model_core.config import EvalConfig, GenerationConfig, build_section
 from model_core.data.images import load_images
-from model_core.data.iu_xray import group_studies
-from model_core.files import atomic_write_text
+from model_core.data.iu_xray import group_studies, load_iu_xray
+from model_core.evaluation.baseline import dataset_paths, evaluate_baseline
+from model_core.evaluation.metrics import report_generation_metrics
+from model_core.files import atomic_write_bytes, atomic_write_text
+from model_core.labels.labeler import label_reports
 from model_core.modeling.generation import generate_texts, structure_report
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.model_dir import load_model_dir
-from model_core.stats import expected_calibration_error
+from model_core.stats import bootstrap_ci, expected_calibration_error, latency_summary, sensitivity_specificity
 
 log = logging.getLogger(__name__)
-
-
-def _percentiles(samples_ms: list[float]) -> dict:
-    arr = np.asarray(samples_ms)
-    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": int(arr.size)}
 
 
 @torch.no_grad()
 def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: GenerationConfig, batch_size: int = 8,
                     max_views: int = 1) -> dict:
     """Generate one report per study. Returns study table, texts, label logits (S, 14), per-batch seconds."""
-    from tqdm.auto import tqdm
-
     studies = group_studies(dataset)
     pixels = load_images(dataset["images"], model.image_size, "evaluation")
     texts, logits, batch_seconds = [], [], []
@@ -66,7 +66,8 @@ def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: Generat
 @torch.no_grad()
 def measure_latency(model: RadiologyMultimodalModel, pixels: torch.Tensor, gen: GenerationConfig,
                     n_single: int = 20, n_batches: int = 3) -> dict:
-    """Wall time per report: batch 1 (n_single reports) and batch 8 (n_batches batches; per-report = batch/8)."""
+    """Wall time per report of the torch model: batch 1 (n_single reports) and batch 8 (n_batches batches;
+    per-report = batch/8), each summarized by `model_core.stats.latency_summary`."""
     single = []
     for i in range(min(n_single, len(pixels))):
         t0 = time.perf_counter()
@@ -79,13 +80,11 @@ def measure_latency(model: RadiologyMultimodalModel, pixels: torch.Tensor, gen: 
         generate_texts(model, chunk.unsqueeze(1), None, gen)
         batched.append(1000 * (time.perf_counter() - t0) / len(chunk))
     return {"num_beams": gen.num_beams, "threads": torch.get_num_threads(),
-            "batch_1": _percentiles(single), "batch_8_per_report": _percentiles(batched)}
+            "batch_1": latency_summary(single), "batch_8_per_report": latency_summary(batched)}
 
 
 def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n_boot: int, seed: int) -> dict:
     """Sensitivity/specificity per critical finding at its threshold, Wilson and bootstrap 95 % CIs."""
-    from model_core.stats import bootstrap_ci, sensitivity_specificity
-
     out = {}
     for label in CRITICAL_FINDINGS:
         k = LABEL_INDEX[label]
@@ -94,9 +93,11 @@ def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n
         stats["positives"], stats["negatives"] = int(y.sum()), int((1 - y).sum())
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         if len(pos):
-            stats["sensitivity_bootstrap"] = bootstrap_ci(lambda i: float((p[pos][i] >= t).mean()), len(pos), n_boot, seed)
+            stats["sensitivity_bootstrap"] = bootstrap_ci(lambda i: float((p[pos][i] >= t).mean()), len(pos),
+                                                          n_boot, seed)
         if len(neg):
-            stats["specificity_bootstrap"] = bootstrap_ci(lambda i: float((p[neg][i] < t).mean()), len(neg), n_boot, seed)
+            stats["specificity_bootstrap"] = bootstrap_ci(lambda i: float((p[neg][i] < t).mean()), len(neg),
+                                                          n_boot, seed)
         # Radiologist-review rate implied by this operating point: share of studies flagged for this finding.
         stats["flag_rate"] = float((p >= t).mean())
         out[label] = stats
@@ -105,8 +106,6 @@ def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n
 
 def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, seed: int) -> dict:
     """Critical findings asserted positive in the text (S, 14) but absent from `support` (S, 14, 0/1)."""
-    from model_core.stats import bootstrap_ci
-
     idx = [LABEL_INDEX[c] for c in CRITICAL_FINDINGS]
     asserted = text_labels[:, idx] == 1
     unsupported = asserted & (support[:, idx] == 0)
@@ -125,7 +124,8 @@ def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, se
 
 def radgraph_f1(references: list[str], hypotheses: list[str]) -> dict | str:
     try:
-        from radgraph import F1RadGraph  # noqa: F401 — optional, needs its model files locally
+        # radgraph is optional (not a dependency) and needs its model files locally: imported only here.
+        from radgraph import F1RadGraph
     except ImportError:
         return "not computed: the radgraph package is not installed (its model cannot be downloaded here)"
     try:
@@ -141,9 +141,6 @@ def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detectio
                    out_dir: str | Path | None = None, baseline_metrics: dict | None = None,
                    latency: bool = True) -> dict:
     """Score the model on a loaded test set; with out_dir, write metrics.json, predictions.jsonl and plots."""
-    from model_core.evaluation.metrics import report_generation_metrics
-    from model_core.labels.labeler import label_reports
-
     gen, eval_cfg = gen or GenerationConfig(), eval_cfg or EvalConfig()
     detection = detection or {"temperature": 1.0, "thresholds": {}}
     started = time.perf_counter()
@@ -219,21 +216,18 @@ def write_evaluation(out: Path, metrics: dict, studies, texts, text_labels, refe
             "reference_text_labels": reference_text_labels[i].tolist(), "mesh_labels": truth[i].tolist(),
             "detection_probabilities": [round(float(p), 5) for p in probs[i]], "view_fallback": s["view_fallback"],
         }))
-    atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
-    plot_per_finding_f1(metrics, out / "per_finding_f1.png")
-    plot_reliability(probs, truth, out / "calibration.png")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    atomic_write_text(out / PREDICTIONS, "\n".join(lines) + "\n")
+    plot_per_finding_f1(metrics, out / PER_FINDING_F1_PLOT)
+    plot_reliability(probs, truth, out / CALIBRATION_PLOT)
+    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2, default=float))
 
 
 def plot_per_finding_f1(metrics: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     per = metrics["clinical_efficacy"]["per_label"]
     labels = list(CHEXPERT_LABELS)
     f1 = [per[name]["f1"] or 0.0 for name in labels]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig = Figure(figsize=(9, 5))
+    ax = fig.subplots()
     ax.barh(labels[::-1], f1[::-1], color=["#c0392b" if n in CRITICAL_FINDINGS else "#3b6ea8" for n in labels[::-1]])
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1 (labeler on generated report vs MeSH-derived truth)")
@@ -245,16 +239,13 @@ def plot_per_finding_f1(metrics: dict, path: Path) -> None:
 
 
 def plot_reliability(probs: np.ndarray, truth: np.ndarray, path: Path, bins: int = 10) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     p, y = probs.ravel(), truth.ravel()
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     centres = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if (which == b).any()]
     observed = [y[which == b].mean() for b in range(bins) if (which == b).any()]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.plot(centres, observed, "o-", label=f"detection head (ECE {expected_calibration_error(p, y):.3f})")
     ax.set_xlabel("predicted probability")
@@ -265,16 +256,10 @@ def plot_reliability(probs: np.ndarray, truth: np.ndarray, path: Path, bins: int
     _save_fig(fig, path)
 
 
-def _save_fig(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from model_core.files import atomic_write_bytes
-
+def _save_fig(fig: Figure, path: Path) -> None:
+    # A bare Figure (no pyplot): renders with Agg, touches no global backend state, needs no close().
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -283,9 +268,6 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
                        gen: GenerationConfig | None = None, baseline_metrics: dict | None = None,
                        limit_studies: int | None = None) -> dict:
     """`rrg evaluate`: a trained model directory on any IU-format manifest (all views; frontal preferred)."""
-    from model_core.config import build_section
-    from model_core.data.iu_xray import load_iu_xray
-
     model, detection, saved = load_model_dir(model_dir)
     if gen is None:
         gen = build_section(GenerationConfig, saved.get("generation", {}), "generation.")
@@ -294,22 +276,21 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
     metrics = evaluate_model(model, dataset, detection, gen, eval_cfg, out_dir=out_dir,
                              baseline_metrics=baseline_metrics)
     metrics["model_dir"], metrics["split"] = str(model_dir), split
-    atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    atomic_write_text(Path(out_dir) / METRICS, json.dumps(metrics, indent=2, default=float))
     return metrics
 
 
-def evaluate_candidate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
-    """The pipeline's evaluation step: train + evaluate the template baseline, then the candidate model on
-    the test split, side by side. Writes `out_dir/metrics.json` (model, with `baseline`), `out_dir/baseline/`."""
-    from model_core.config import resolve_path
-    from model_core.evaluation.baseline import evaluate_baseline, train_baseline
+def evaluate_candidate(cfg, model_dir: str | Path, out_dir: str | Path, baseline_dir: str | Path) -> dict:
+    """The pipeline's evaluation step: the trained template baseline (`baseline_dir`, written by
+    `model_core.evaluation.baseline.train_baseline` in its own step) and the candidate model (`model_dir`)
+    on the test split of `cfg.data`, side by side. Trains nothing.
 
+    Writes `out_dir/metrics.json` (the candidate's, with the baseline's summary under "baseline"), its
+    predictions and plots, and `out_dir/baseline/eval/` (the baseline's metrics.json, predictions.jsonl).
+    """
     out = Path(out_dir)
-    root = resolve_path(cfg.data.root)
-    manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
-    baseline_dir = train_baseline(cfg, out / "baseline" / "model", root=root, manifest=manifest,
-                                  limit_studies=cfg.data.limit_studies)
-    baseline = evaluate_baseline(baseline_dir, manifest=manifest, images_root=root, out_dir=out / "baseline" / "eval",
+    root, manifest = dataset_paths(cfg.data)
+    baseline = evaluate_baseline(baseline_dir, manifest=manifest, images_root=root, out_dir=out / BASELINE_EVAL_DIR,
                                  split="test", n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed,
                                  section=cfg.eval.section, limit_studies=cfg.data.limit_studies)
     return evaluate_model_dir(model_dir, manifest, root, out, split="test", eval_cfg=cfg.eval,

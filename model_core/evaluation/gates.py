@@ -54,13 +54,14 @@ def gate_decision(metrics: dict, cfg: GateConfig) -> dict:
         checks.append({"name": "specificity_floor", "finding": finding, "metric": "specificity", "value": spec,
                        "ci_low": det["specificity_ci"][0], "ci_high": det["specificity_ci"][1], "gated_value": spec,
                        "threshold": cfg.specificity_floor, "comparison": ">=", "passed": spec_ok,
-                       "reason": f"{finding}: specificity {_fmt(spec)} {'>=' if spec_ok else '<'} {cfg.specificity_floor} "
-                                 f"at threshold {det['threshold']:.3f}"})
+                       "reason": f"{finding}: specificity {_fmt(spec)} {'>=' if spec_ok else '<'} "
+                                 f"{cfg.specificity_floor} at threshold {det['threshold']:.3f}"})
     rate = metrics["hallucination"]["vs_ground_truth"]["rate"]
     gated = rate["ci_high"] if conservative and rate.get("ci_high") is not None else rate["value"]
     hall_ok = gated is not None and gated < cfg.hallucination_rate_max
-    checks.append({"name": "hallucination_rate", "finding": None, "metric": "hallucination rate", "value": rate["value"],
-                   "ci_low": rate.get("ci_low"), "ci_high": rate.get("ci_high"), "gated_value": gated,
+    checks.append({"name": "hallucination_rate", "finding": None, "metric": "hallucination rate",
+                   "value": rate["value"], "ci_low": rate.get("ci_low"), "ci_high": rate.get("ci_high"),
+                   "gated_value": gated,
                    "threshold": cfg.hallucination_rate_max, "comparison": "<", "passed": hall_ok,
                    "reason": f"hallucination rate {'95% CI upper bound ' if conservative else ''}{_fmt(gated)} "
                              f"{'<' if hall_ok else '>='} {cfg.hallucination_rate_max}"})

@@ -6,8 +6,8 @@ What is measured
   * Clinical efficacy (CE): precision / recall / F1 of the 14 CheXpert labels of the generated report
     against the labels of the reference, micro and macro averaged, plus per label.
   * Every top-level figure carries a 95 % study-level bootstrap confidence interval (percentile method).
-  * Binary-classification helpers for release gates: sensitivity / specificity at a threshold with
-    Wilson score intervals, and the threshold that reaches a target sensitivity on validation scores.
+  The statistics underneath (bootstrap resamples, percentile CIs, precision/recall/F1 from counts, and the
+  gates' sensitivity / specificity with Wilson intervals) live in `model_core.stats`.
 
 Tokenization (R2Gen convention for IU X-ray)
   Texts are cleaned with a faithful port of `clean_report_iu_xray` from R2Gen's `modules/tokenizers.py`
@@ -54,7 +54,9 @@ from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 from pycocoevalcap.rouge.rouge import Rouge
 
 from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS
-from model_core.stats import _resample_weights, percentile_ci
+from model_core.data.reports import split_sections
+from model_core.labels.labeler import label_reports
+from model_core.stats import percentile_ci, precision_recall_f1, resample_weights
 
 BLEU_ORDER = 4
 BLEU_NAMES = tuple(f"BLEU-{k}" for k in range(1, BLEU_ORDER + 1))
@@ -98,8 +100,6 @@ def clean_report_iu_xray(report: str) -> str:
 
 def select_section(report: str, section: str = "findings") -> str:
     """The part of a report that NLG metrics score (see the module docstring for the convention)."""
-    from model_core.data.reports import split_sections  # lazy: keeps this module light for callers without data
-
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {SECTIONS}, got {section!r}")
     parts = split_sections(report)
@@ -136,7 +136,7 @@ def prepare_texts(
     _check_texts(references, hypotheses)
     refs = [tokenize_report(t, section, drop_deid) for t in references]
     hyps = [tokenize_report(t, section, drop_deid) for t in hypotheses]
-    for i, (raw, tok) in enumerate(zip(references, refs)):
+    for i, raw in enumerate(references):
         # An empty report cleans to "." alone; scoring against it would be meaningless.
         if not select_section(raw, section).strip():
             raise ValueError(f"reference {i} has no {section} text (nor impression) to score against")
@@ -156,7 +156,8 @@ def bleu_stats(references: Sequence[str], hypotheses: Sequence[str], n: int = BL
     rows = []
     for ref, hyp in zip(references, hypotheses):
         cooked = cook_test(hyp, cook_refs([ref], n=n), n=n)  # eff=None keeps the list of reference lengths
-        reflen = min((abs(l - cooked["testlen"]), l) for l in cooked["reflen"])[1]  # "closest", as Bleu does
+        # The reference length closest to the hypothesis length ("closest", as Bleu does).
+        reflen = min((abs(length - cooked["testlen"]), length) for length in cooked["reflen"])[1]
         rows.append([cooked["testlen"], reflen, *cooked["guess"], *cooked["correct"]])
     return np.asarray(rows, dtype=np.float64)
 
@@ -222,19 +223,11 @@ def _ce_counts(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (t & p).astype(np.float64), (~t & p).astype(np.float64), (t & ~p).astype(np.float64)
 
 
-def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 from counts of any shape; 0 where undefined (sklearn zero_division=0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return precision, recall, f1
-
-
 def _ce_from_totals(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
     """CE summary from per-label totals (..., 14): micro and macro P/R/F1, each of shape (...)."""
-    micro = _prf(tp.sum(-1), fp.sum(-1), fn.sum(-1))
-    per_label = _prf(tp, fp, fn)
+    # 0 where undefined (sklearn's zero_division=0), as the module docstring says.
+    micro = precision_recall_f1(tp.sum(-1), fp.sum(-1), fn.sum(-1))
+    per_label = precision_recall_f1(tp, fp, fn)
     supported = (tp + fn) > 0
     out = {}
     for name, micro_v, label_v in zip(("precision", "recall", "f1"), micro, per_label):
@@ -310,11 +303,9 @@ def report_generation_metrics(
     n = len(refs)
     true = check_labels(true_labels, "true_labels", n=n)
     if pred_labels is None:
-        from model_core.labels.labeler import label_reports
-
         pred_labels = label_reports(list(hypotheses))
     pred = check_labels(pred_labels, "pred_labels", n=n)
-    weights = _resample_weights(n, n_boot, seed)
+    weights = resample_weights(n, n_boot, seed)
 
     # NLG: per-study statistics once, then every resample is a weighted sum (no re-tokenizing).
     stats = bleu_stats(refs, hyps)

@@ -17,6 +17,7 @@ import torch
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from model_core.config import GenerationConfig
 from model_core.data.reports import split_sections
+from model_core.labels.labeler import label_report
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
 
@@ -97,14 +98,16 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
     if len(contexts) != batch:
         raise ValueError(f"{len(contexts)} clinical contexts for a batch of {batch} studies")
     tok = model.tokenizer
-    prefixes = [encode_example(tok, build_prompt(c, question), None, views * model.num_image_tokens)[0] for c in contexts]
+    prefixes = [encode_example(tok, build_prompt(c, question), None, views * model.num_image_tokens)[0]
+                for c in contexts]
     ids, mask = pad_batch(prefixes, tok.pad_token_id, left=True)
     embeds = model.merge_image_embeddings(vision_features, ids)
     if not hasattr(model, "_bad_words_cache"):
         model._bad_words_cache = _bad_words_ids(tok)
     max_new = min(gen.max_new_tokens, model.max_positions - ids.shape[1])
     if max_new <= 0:
-        raise ValueError(f"the prompt ({ids.shape[1]} tokens) leaves no room in the LM's {model.max_positions} positions")
+        raise ValueError(f"the prompt ({ids.shape[1]} tokens) leaves no room in the LM's "
+                         f"{model.max_positions} positions")
     out = model.language_model.generate(
         inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new, num_beams=gen.num_beams,
         min_new_tokens=min(gen.min_new_tokens, max_new),
@@ -127,8 +130,6 @@ def structure_report(text: str, probs: np.ndarray, thresholds: dict[str, float] 
     critical findings are screening points tuned for 98 % sensitivity: they decide review flags, not what
     the report asserts). The confidence is always the detection head's probability.
     """
-    from model_core.labels.labeler import label_report
-
     thresholds = thresholds or {}
     sections = split_sections(text)
     sentences = [s.strip() for s in _SENTENCE.split(sections["findings"] + " " + sections["impression"]) if s.strip()]

@@ -21,15 +21,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTModel,
+)
 
+from model_core.artifacts import ENCODER_CONFIG_DIR, LM_CONFIG_DIR, MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR
 from model_core.chexpert import NUM_LABELS
 from model_core.config import ModelConfig, TextConfig, VisionConfig
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-WEIGHTS_FILE = "model.pt"
-CONFIG_FILE = "model_config.json"
 
 
 class ModelInputError(ValueError):
@@ -39,8 +48,6 @@ class ModelInputError(ValueError):
 # --------------------------------------------------------------------------- builders (one per part)
 
 def build_vision_encoder(cfg: VisionConfig) -> nn.Module:
-    from transformers import AutoConfig, AutoModel, ViTConfig, ViTModel
-
     if cfg.pretrained:
         hf_cfg = AutoConfig.from_pretrained(cfg.pretrained)
         return AutoModel.from_pretrained(cfg.pretrained, **_encoder_kwargs(hf_cfg))
@@ -54,8 +61,6 @@ def build_vision_encoder(cfg: VisionConfig) -> nn.Module:
 
 def encoder_from_config(hf_cfg) -> nn.Module:
     """An (untrained) encoder of a saved Hugging Face config; weights are loaded afterwards."""
-    from transformers import AutoModel
-
     return AutoModel.from_config(hf_cfg, **_encoder_kwargs(hf_cfg))
 
 
@@ -65,8 +70,6 @@ def _encoder_kwargs(hf_cfg) -> dict:
 
 
 def build_language_model(cfg: TextConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
     if cfg.pretrained:
         return AutoModelForCausalLM.from_pretrained(cfg.pretrained)
     return AutoModelForCausalLM.from_config(language_model_config(cfg, vocab_size, bos_id, eos_id, pad_id))
@@ -74,8 +77,6 @@ def build_language_model(cfg: TextConfig, vocab_size: int, bos_id: int, eos_id: 
 
 def language_model_config(cfg: TextConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int):
     """The Hugging Face config of a from-scratch LM of the configured family."""
-    from transformers import GPT2Config, LlamaConfig
-
     if cfg.architecture == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size, n_positions=cfg.max_positions, n_embd=cfg.hidden_size, n_layer=cfg.num_layers,
@@ -127,7 +128,7 @@ class RadiologyMultimodalModel(nn.Module):
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
-            raise ModelInputError("the tokenizer has no <image> token; build it with model_core.tokenizer")
+            raise ModelInputError("the tokenizer has no <image> token; build it with model_core.modeling.tokenizer")
         self.encoder = encoder if encoder is not None else build_vision_encoder(config.vision)
         self.language_model = language_model if language_model is not None else build_language_model(
             config.text, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -220,7 +221,8 @@ class RadiologyMultimodalModel(nn.Module):
         if input_ids is not None:
             if input_ids.shape[1] > self.max_positions:
                 raise ModelInputError(f"sequence of {input_ids.shape[1]} tokens exceeds the language model's "
-                                      f"{self.max_positions} positions (shorten the prompt/report or pool image tokens)")
+                                      f"{self.max_positions} positions "
+                                      "(shorten the prompt/report or pool image tokens)")
             embeds = self.merge_image_embeddings(vision_features, input_ids)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -259,30 +261,28 @@ class RadiologyMultimodalModel(nn.Module):
         """Self-contained directory: weights, tokenizer and config (no reference to any other path)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(directory / "tokenizer")
+        self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         cfg = self.config.to_dict()
         # Pretrained parts are saved in full below, so the directory never points back at the original paths.
         cfg["vision"]["pretrained"], cfg["text"]["pretrained"] = None, None
-        self.encoder.config.save_pretrained(directory / "encoder_config")
-        self.language_model.config.save_pretrained(directory / "lm_config")
-        (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
-        torch.save(self.state_dict(), directory / WEIGHTS_FILE)
+        self.encoder.config.save_pretrained(directory / ENCODER_CONFIG_DIR)
+        self.language_model.config.save_pretrained(directory / LM_CONFIG_DIR)
+        (directory / MODEL_CONFIG).write_text(json.dumps(cfg, indent=2))
+        torch.save(self.state_dict(), directory / MODEL_WEIGHTS)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "RadiologyMultimodalModel":
-        from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
-
         directory = Path(directory)
-        for needed in (CONFIG_FILE, WEIGHTS_FILE, "tokenizer", "encoder_config", "lm_config"):
+        for needed in (MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR, ENCODER_CONFIG_DIR, LM_CONFIG_DIR):
             if not (directory / needed).exists():
                 raise FileNotFoundError(f"{directory} is not a model directory: {needed} is missing")
-        config = ModelConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
+        config = ModelConfig.from_dict(json.loads((directory / MODEL_CONFIG).read_text()))
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(directory / TOKENIZER_DIR)
         # Build the parts from their saved HF configs (the architecture may be a pretrained family, not ours).
-        enc = encoder_from_config(AutoConfig.from_pretrained(directory / "encoder_config"))
-        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory / "lm_config"))
+        enc = encoder_from_config(AutoConfig.from_pretrained(directory / ENCODER_CONFIG_DIR))
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory / LM_CONFIG_DIR))
         model = cls(config, tokenizer, encoder=enc, language_model=lm)
-        state = torch.load(directory / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+        state = torch.load(directory / MODEL_WEIGHTS, map_location=map_location, weights_only=True)
         model.load_state_dict(state)
         model.eval()
         return model
@@ -322,6 +322,7 @@ class RadiologyMultimodalModel(nn.Module):
 
     def apply_lora(self, lora_cfg) -> None:
         """Wrap the LM with LoRA adapters (peft). Adapters start at zero, so outputs are unchanged."""
+        # peft is imported here, not at the top: only LoRA runs (7B-class LMs) need it, and it is heavy.
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 

@@ -7,20 +7,18 @@ typo in `configs/production.yaml` shows up in CI rather than on a GPU node.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import replace
 
+import torch
+from transformers import AutoModelForCausalLM
+
+from model_core.chexpert import NUM_LABELS
 from model_core.config import ModelConfig
+from model_core.modeling.model import MultimodalProjector, build_vision_encoder, language_model_config
 
 
 def build_on_meta(model_cfg: ModelConfig, vocab_size: int = 32000) -> dict:
     """Build encoder, projector, detection head and LM on the meta device; returns dims and parameter counts."""
-    from dataclasses import replace
-
-    from transformers import AutoModelForCausalLM
-
-    from model_core.chexpert import NUM_LABELS
-    from model_core.modeling.model import MultimodalProjector, build_vision_encoder, language_model_config
-
     with torch.device("meta"):
         encoder = build_vision_encoder(replace(model_cfg.vision, pretrained=None))
         lm = AutoModelForCausalLM.from_config(language_model_config(model_cfg.text, vocab_size, 1, 2, 0))

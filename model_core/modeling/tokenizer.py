@@ -13,6 +13,11 @@ from __future__ import annotations
 import re
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from model_core.data.reports import format_report, split_sections
+from model_core.modeling.model import IGNORE_INDEX
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -23,9 +28,6 @@ _SPACES = re.compile(r"\s+")
 
 def train_report_tokenizer(texts: list[str], vocab_size: int = 2000):
     """Byte-level BPE trained on report (and prompt) text → `PreTrainedTokenizerFast` with our special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     if not texts:
         raise ValueError("cannot train a tokenizer on no text")
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
@@ -33,7 +35,8 @@ def train_report_tokenizer(texts: list[str], vocab_size: int = 2000):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=2, show_progress=False,
-        special_tokens=[SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")] + [IMAGE_TOKEN],
+        special_tokens=[SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")]
+        + [IMAGE_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
@@ -44,8 +47,6 @@ def train_report_tokenizer(texts: list[str], vocab_size: int = 2000):
 
 def prepare_pretrained_tokenizer(path: str):
     """A pretrained LM's tokenizer with `<image>` (and a pad token, if it has none) added."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(path)
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tok.pad_token is None:
@@ -67,8 +68,6 @@ def clean_target(report: str) -> str:
     """A training target without de-identification damage: sentences holding `XXXX` are dropped whole
     (removing only the token leaves broken text such as "The heart and lungs have in the interval"); a
     section that would become empty keeps its sentences with the tokens removed instead."""
-    from model_core.data.reports import format_report, split_sections
-
     sections = split_sections(report)
     kept = {}
     for name, text in sections.items():
@@ -99,14 +98,14 @@ def build_prompt(clinical_context: dict | None = None, question: str | None = No
 def encode_example(tokenizer, prompt: str, report: str | None, num_image_tokens: int,
                    max_report_tokens: int = 128, max_prompt_tokens: int = 64) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one study; with report=None, the generation prefix only (labels empty)."""
-    from model_core.modeling.model import IGNORE_INDEX
-
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[:max_prompt_tokens]
     marker = tokenizer.encode(" Report:", add_special_tokens=False)
-    prefix = [tokenizer.bos_token_id] + prompt_ids + [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * num_image_tokens + marker
+    image_tokens = [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] * num_image_tokens
+    prefix = [tokenizer.bos_token_id] + prompt_ids + image_tokens + marker
     if report is None:
         return prefix, []
-    target = tokenizer.encode(" " + report.strip(), add_special_tokens=False)[:max_report_tokens] + [tokenizer.eos_token_id]
+    target = tokenizer.encode(" " + report.strip(), add_special_tokens=False)[:max_report_tokens]
+    target = target + [tokenizer.eos_token_id]
     return prefix + target, [IGNORE_INDEX] * len(prefix) + target
 
 

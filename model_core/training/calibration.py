@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
-from model_core.stats import expected_calibration_error
+from model_core.stats import expected_calibration_error, threshold_for_sensitivity
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> dict:
@@ -39,13 +39,14 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> dict:
             "ece_after": after, "applied": applied}
 
 
-def choose_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitivity: float = 0.98) -> dict:
-    """Per-label thresholds from validation probabilities (N, 14) and 0/1 targets (N, 14).
+def operating_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitivity: float = 0.98) -> dict:
+    """The detection head's operating point per label, from validation probabilities (N, 14) and 0/1 targets.
 
+    Critical findings: the highest threshold reaching `target_sensitivity`; other labels: max F1 (ties go to
+    the lowest threshold); no validation positives: 0.5. (The template baseline's rule is a different one:
+    `model_core.evaluation.baseline.max_f1_thresholds`.)
     Returns {"thresholds": {label: t}, "rule": {label: how it was chosen}}.
     """
-    from model_core.stats import threshold_for_sensitivity
-
     thresholds, rule = {}, {}
     for k, label in enumerate(CHEXPERT_LABELS):
         y, p = targets[:, k].astype(int), probs[:, k]
@@ -55,7 +56,8 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitivity
         if label in CRITICAL_FINDINGS:
             chosen = threshold_for_sensitivity(y, p, target=target_sensitivity)
             thresholds[label] = chosen["threshold"]
-            rule[label] = f"highest threshold with validation sensitivity >= {target_sensitivity} ({int(y.sum())} positives)"
+            rule[label] = (f"highest threshold with validation sensitivity >= {target_sensitivity} "
+                           f"({int(y.sum())} positives)")
             continue
         best_t, best_f1 = 0.5, -1.0
         for t in np.unique(p):

@@ -1,9 +1,9 @@
-"""Two-stage training (seed §3.5): stage 0 for parts without pretrained weights, then stage 1 and 2.
+"""Two-stage training: stage 0 for parts without pretrained weights, then stage 1 (align) and 2 (fine-tune).
 
     stage0_encoder  encoder + detection head on the 14 labels (BCE)      — only if the encoder is not pretrained
     stage0_lm       language model on the training reports (NLL)         — only if the LM is not pretrained
-    stage1          projector + detection head, LM frozen (lr 1e-3, 5 epochs in the seed)
-    stage2          projector + detection head + LM (lr 2e-5, 10 epochs in the seed)
+    stage1          projector + detection head, LM frozen (production config: lr 1e-3, 5 epochs)
+    stage2          projector + detection head + LM (production config: lr 2e-5, 10 epochs)
 
 The encoder is frozen from stage 1 on, so its features are computed once and cached. Every stage runs
 through `deepspeed.initialize` (ZeRO-2 by default; single process on CPU) and falls back to plain
@@ -18,7 +18,8 @@ import logging
 import math
 import os
 import random
-import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
+from model_core.artifacts import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from model_core.chexpert import binarize
 from model_core.config import TrainConfig, resolve_path
 from model_core.data.images import load_images
+from model_core.data.iu_xray import load_split
 from model_core.modeling.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
-from model_core.modeling.tokenizer import build_prompt, clean_target, encode_example, pad_batch
+from model_core.modeling.model_dir import save_model_dir
+from model_core.modeling.tokenizer import (
+    build_prompt,
+    clean_target,
+    encode_example,
+    pad_batch,
+    prepare_pretrained_tokenizer,
+    train_report_tokenizer,
+)
+from model_core.provenance import collect_provenance, version_string
+from model_core.stats import expected_calibration_error
+from model_core.training.calibration import fit_temperature, operating_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +77,8 @@ def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainCon
         ids, lab = encode_example(tok, build_prompt(meta), report, model.num_image_tokens, cfg.max_report_tokens)
         input_ids.append(ids)
         labels.append(lab)
-        report_ids.append([tok.bos_token_id] + tok.encode(" " + report, add_special_tokens=False)[:cfg.max_report_tokens]
-                          + [tok.eos_token_id])
+        report_tokens = tok.encode(" " + report, add_special_tokens=False)[:cfg.max_report_tokens]
+        report_ids.append([tok.bos_token_id] + report_tokens + [tok.eos_token_id])
     finding = torch.from_numpy(binarize(dataset["labels"].numpy(), cfg.uncertain_policy))
     return Examples(input_ids, labels, report_ids, finding)
 
@@ -91,8 +106,6 @@ class _Backend:
     """One optimisation step interface over DeepSpeed or plain PyTorch."""
 
     def __init__(self, model, params, stage_cfg, cfg: TrainConfig, total_steps: int, ds_config: dict | None):
-        from transformers import get_cosine_schedule_with_warmup
-
         self.model, self.cfg = model, cfg
         self.engine = None
         optimizer = torch.optim.AdamW(params, lr=stage_cfg.lr, weight_decay=cfg.weight_decay)
@@ -186,6 +199,8 @@ def _deepspeed_engine(model, optimizer, scheduler, ds_config: dict, cfg: TrainCo
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    # deepspeed is imported here, not at the top: it is heavy, and a failure to import it must end in the
+    # plain-PyTorch fallback of `_Backend`, not in an import error of this module.
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
@@ -193,8 +208,6 @@ def _deepspeed_engine(model, optimizer, scheduler, ds_config: dict, cfg: TrainCo
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -227,15 +240,13 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
     Datasets are `load_iu_xray`-style dicts. Checkpoints go to `checkpoint_dir/last.pt` after each epoch.
     `stop_after_epochs` raises StopTraining after that many epochs in this call (to test resuming).
     """
-    import time
-
     cfg = config
     for name, ds in (("train", train_dataset), ("val", val_dataset)):
         if not ds["images"]:
             raise ValueError(f"{name} dataset is empty")
     seed_everything(cfg.seed)  # a resumed run then restores the checkpoint's RNG state below
     ds_config = load_deepspeed_config(cfg.deepspeed, cfg)
-    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    ckpt_path = Path(checkpoint_dir) / LAST_CHECKPOINT if checkpoint_dir else None
     if cfg.lora.enabled:
         model.apply_lora(cfg.lora)  # before any checkpoint is loaded: its keys are the wrapped model's
     state = None
@@ -413,15 +424,10 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
 
     out_dir receives: model.pt, model_config.json, tokenizer/, encoder_config/, lm_config/,
     detection.json (temperature, thresholds), history.json, config.json, model_card.json;
-    per-epoch checkpoints live in out_dir/checkpoints/ (used by `resume`).
+    per-epoch checkpoints live in out_dir/checkpoints/ (used by `resume`). The model card records the
+    software provenance (`model_core.provenance.collect_provenance`) once, under "provenance"; its
+    "version" is `version_string` of that record.
     """
-    import time
-
-    from model_core.data.iu_xray import load_split
-    from model_core.modeling.tokenizer import prepare_pretrained_tokenizer, train_report_tokenizer
-    from model_core.stats import expected_calibration_error
-    from model_core.training.calibration import choose_thresholds, fit_temperature
-
     out = Path(out_dir)
     started = time.perf_counter()
     seed_everything(cfg.train.seed)
@@ -431,49 +437,25 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     else:
         tokenizer = train_report_tokenizer([clean_target(r) for r in train_ds["reports"]], cfg.model.text.vocab_size)
     model = RadiologyMultimodalModel(cfg.model, tokenizer)
-    history = train_two_stage(model, train_ds, val_ds, cfg.train, checkpoint_dir=out / "checkpoints",
+    history = train_two_stage(model, train_ds, val_ds, cfg.train, checkpoint_dir=out / CHECKPOINTS_DIR,
                               resume=resume, stop_after_epochs=stop_after_epochs)
 
     _, val_logits, val_targets = study_probabilities(model, val_ds, cfg.train.batch_size)
     calibration = fit_temperature(val_logits, val_targets)
     val_probs = 1 / (1 + np.exp(-val_logits / calibration["temperature"]))
-    operating = choose_thresholds(val_probs, val_targets, cfg.gate.operating_point_sensitivity)
+    operating = operating_thresholds(val_probs, val_targets, cfg.gate.operating_point_sensitivity)
     detection = {"temperature": calibration["temperature"], "calibration": calibration,
                  "val_ece": expected_calibration_error(val_probs, val_targets), **operating}
+    provenance = collect_provenance()
     card = {
         "name": cfg.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "version": model_version_string(), "training_seconds": round(time.perf_counter() - started, 1),
+        "version": version_string(provenance), "training_seconds": round(time.perf_counter() - started, 1),
         "train_studies": len({m["study_id"] for m in train_ds["metadata"]}),
         "val_studies": len({m["study_id"] for m in val_ds["metadata"]}),
         "stages": {stage: {"epochs": len(recs), "backend": recs[-1]["backend"]} for stage, recs in history.items()},
+        "provenance": provenance,
     }
-    staging = out / ".model.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    model.save_pretrained(staging)
-    for name, obj in (("detection.json", detection), ("history.json", history), ("config.json", cfg.to_dict()),
-                      ("model_card.json", card)):
-        (staging / name).write_text(json.dumps(obj, indent=2, default=str))
-    # Move the finished files in; the model card goes last, so a directory with one is complete.
-    for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_card.json"):
-        target = out / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    staging.rmdir()
+    save_model_dir(model, out, card=card, run_config=cfg.to_dict(), detection=detection, history=history)
     log.info("model directory written: %s (%.0f s)", out, card["training_seconds"])
     return out
 
-
-def model_version_string() -> str:
-    """Project version plus the git commit when available (recorded in the model card)."""
-    import subprocess
-
-    from model_core import __version__
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__

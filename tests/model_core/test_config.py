@@ -10,7 +10,8 @@ def test_shipped_configs_load():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(REPO_ROOT / "configs" / "smoke.yaml", ["baseline.epochs=3", "baseline.lr=1e-2", "data.limit_studies=null"])
+    cfg = load_config(REPO_ROOT / "configs" / "smoke.yaml",
+                      ["baseline.epochs=3", "baseline.lr=1e-2", "data.limit_studies=null"])
     assert cfg.baseline.epochs == 3 and cfg.baseline.lr == 0.01 and cfg.data.limit_studies is None
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import mlflow
 import pytest
 
 from registry import models, tracking
@@ -54,8 +55,6 @@ def test_only_passing_versions_become_champion_and_rollback_restores(mlflow_uri,
 
 
 def test_gate_results_are_version_tags(mlflow_uri, tmp_path):
-    import mlflow
-
     name = "test-model-tags"
     result = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "d"), name, _gate(False))
     mv = mlflow.MlflowClient(mlflow_uri).get_model_version(name, result["version"])
@@ -70,8 +69,6 @@ def test_unknown_model_and_version_are_clear_errors(mlflow_uri):
 
 
 def test_params_and_metrics_logging_flattens(mlflow_uri):
-    import mlflow
-
     run_id = tracking.start_run(mlflow_uri, run_name="logging")
     tracking.log_params(mlflow_uri, run_id, {"config": {"train": {"lr": 0.001, "views": ["Frontal"]}}})
     tracking.log_history(mlflow_uri, run_id, {"stage1": [{"epoch": 1, "train": {"loss": 2.0}, "val": {"loss": 2.5},

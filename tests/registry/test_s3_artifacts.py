@@ -8,6 +8,7 @@ import sys
 import time
 
 import boto3
+import mlflow
 import pytest
 
 from registry import tracking
@@ -46,14 +47,13 @@ def s3_endpoint():
 
 
 def test_artifacts_go_to_the_bucket_and_come_back(s3_endpoint, tmp_path):
-    import mlflow
-
     with tracking.MlflowServer(tmp_path / "mlflow", artifacts="s3://rrg-artifacts/mlflow") as server:
         run_id = tracking.start_run(server.uri, run_name="s3")
         report = tmp_path / "metrics.json"
         report.write_text('{"BLEU-4": 0.15}')
         tracking.log_artifacts(server.uri, run_id, report, "evaluation")
-        back = mlflow.MlflowClient(server.uri).download_artifacts(run_id, "evaluation/metrics.json", str(tmp_path / "dl"))
+        back = mlflow.MlflowClient(server.uri).download_artifacts(run_id, "evaluation/metrics.json",
+                                                                  str(tmp_path / "dl"))
         assert open(back).read() == '{"BLEU-4": 0.15}'
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket="rrg-artifacts").get("Contents", [])]

@@ -1,4 +1,4 @@
-"""model_core.baseline: templates, thresholds, config, and train → load → evaluate on a small subset."""
+"""model_core.evaluation.baseline: thresholds, config, and train → load → evaluate on a small subset."""
 
 from __future__ import annotations
 
@@ -9,80 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NUM_LABELS
+from model_core.artifacts import BASELINE_SUMMARY, BASELINE_WEIGHTS, METRICS, PREDICTIONS
+from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS
+from model_core.config import REPO_ROOT, load_config
 from model_core.data.images import load_image
 from model_core.data.manifest import EMBEDDED_ROOT
 from model_core.evaluation.baseline import (
-    METRICS_FILE,
-    NORMAL_FINDINGS,
-    NORMAL_IMPRESSION,
-    PREDICTIONS_FILE,
-    SUMMARY_FILE,
-    WEIGHTS_FILE,
     apply_thresholds,
-    choose_thresholds,
+    dataset_paths,
     evaluate_baseline,
     load_baseline,
+    max_f1_thresholds,
     resolve_config,
-    template_report,
     train_baseline,
 )
 
 SMALL = dict(limit_studies=24, image_size=32, epochs=1, batch_size=8, channels=[4, 8], progress=False)
-
-
-def _vector(*names: str) -> np.ndarray:
-    v = np.zeros(NUM_LABELS)
-    for name in names:
-        v[LABEL_INDEX[name]] = 1
-    return v
-
-
-# --------------------------------------------------------------------------- templates
-
-def test_normal_study_gets_the_normal_template():
-    for labels in (np.zeros(NUM_LABELS), _vector("No Finding"), []):
-        report = template_report(labels)
-        assert report["findings"] == " ".join(NORMAL_FINDINGS.values())
-        assert report["impression"] == NORMAL_IMPRESSION
-        assert report["text"] == f"FINDINGS: {report['findings']} IMPRESSION: {NORMAL_IMPRESSION}"
-        assert report["positive_labels"] == []
-
-
-def test_findings_replace_their_normal_sentence():
-    report = template_report(_vector("Cardiomegaly", "Pleural Effusion", "Support Devices"))
-    assert "The heart is enlarged." in report["findings"]
-    assert NORMAL_FINDINGS["heart"] not in report["findings"]
-    assert "There is a pleural effusion. There is no pneumothorax." in report["findings"]
-    assert report["findings"].endswith("Support devices are present.")
-    assert report["impression"] == "Cardiomegaly. Pleural effusion. Support devices in place."
-    assert NORMAL_FINDINGS["lungs"] in report["findings"]  # untouched slots keep the normal sentence
-
-
-def test_names_and_uncertain_values_are_accepted():
-    by_name = template_report(["Atelectasis", "Pneumothorax"])
-    uncertain = _vector("Atelectasis", "Pneumothorax") * -1
-    assert template_report(uncertain)["text"] == by_name["text"]
-    assert by_name["positive_labels"] == ["Atelectasis", "Pneumothorax"]
-    with pytest.raises(ValueError, match="unknown label"):
-        template_report(["Cardiomegally"])
-    with pytest.raises(ValueError, match="not a string"):
-        template_report("Cardiomegaly")
-
-
-def test_every_label_but_no_finding_has_a_template():
-    for name in CHEXPERT_LABELS[1:]:
-        assert template_report([name])["positive_labels"] == [name]
-
-
-def test_the_labeler_reads_each_template_as_its_own_label():
-    from model_core.labels.labeler import label_report
-
-    assert label_report(template_report([])["text"]).tolist() == _vector("No Finding").tolist()
-    for name in CHEXPERT_LABELS[1:]:
-        labels = label_report(template_report([name])["text"])
-        positive = {CHEXPERT_LABELS[j] for j in np.flatnonzero(labels == 1)} - {"No Finding"}
-        assert positive == {name}, (name, positive)
 
 
 # --------------------------------------------------------------------------- thresholds and config
@@ -91,15 +33,15 @@ def test_thresholds_maximize_f1_and_skip_labels_without_positives():
     y = np.zeros((6, NUM_LABELS))
     p = np.tile(np.linspace(0.1, 0.6, 6)[:, None], (1, NUM_LABELS))
     y[[4, 5], 2] = 1  # label 2: the two highest scores are the positives
-    thresholds = choose_thresholds(y, p, min_positives=1)
+    thresholds = max_f1_thresholds(y, p, min_positives=1)
     assert thresholds[2] == pytest.approx(0.5)
     assert thresholds[0] is None  # no val positive → never predicted
     predicted = apply_thresholds(p, thresholds)
     assert predicted[:, 2].tolist() == [0, 0, 0, 0, 1, 1]
     assert predicted[:, 0].sum() == 0
-    assert choose_thresholds(y, p)[2] is None  # 2 positives < the default minimum of 5: noise, not a threshold
+    assert max_f1_thresholds(y, p)[2] is None  # 2 positives < the default minimum of 5: noise, not a threshold
     with pytest.raises(ValueError, match="min_positives"):
-        choose_thresholds(y, p, min_positives=0)
+        max_f1_thresholds(y, p, min_positives=0)
 
 
 def test_config_rejects_unknown_and_invalid_keys():
@@ -123,8 +65,8 @@ def trained(tmp_path_factory) -> tuple:
 
 def test_training_saves_weights_thresholds_and_config(trained):
     model_dir, _, _ = trained
-    assert (model_dir / WEIGHTS_FILE).is_file()
-    summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+    assert (model_dir / BASELINE_WEIGHTS).is_file()
+    summary = json.loads((model_dir / BASELINE_SUMMARY).read_text())
     assert summary["config"]["image_size"] == 32 and summary["config"]["epochs"] == 1
     assert len(summary["thresholds"]) == NUM_LABELS
     assert summary["data"]["val_studies"] == 24
@@ -143,7 +85,7 @@ def test_loaded_baseline_generates_a_structured_report(trained):
 
 def test_evaluation_writes_metrics_and_predictions(trained):
     _, eval_dir, returned = trained
-    metrics = json.loads((eval_dir / METRICS_FILE).read_text())
+    metrics = json.loads((eval_dir / METRICS).read_text())
     assert metrics == returned
     assert metrics["split"] == "test" and metrics["n_studies"] == 24 and metrics["section"] == "findings"
     assert "clean_report_iu_xray" in metrics["tokenization"]
@@ -154,7 +96,7 @@ def test_evaluation_writes_metrics_and_predictions(trained):
     assert set(metrics["clinical_efficacy"]["per_label"]) == set(CHEXPERT_LABELS)
     assert metrics["bootstrap"]["n_boot"] == 50
 
-    rows = [json.loads(line) for line in (eval_dir / PREDICTIONS_FILE).read_text().splitlines()]
+    rows = [json.loads(line) for line in (eval_dir / PREDICTIONS).read_text().splitlines()]
     assert len(rows) == 24 and len({r["study_id"] for r in rows}) == 24
     for row in rows:
         assert row["generated"].startswith("FINDINGS: ") and row["reference"]
@@ -165,8 +107,25 @@ def test_evaluation_writes_metrics_and_predictions(trained):
 def test_training_is_deterministic_with_a_seed(trained, tmp_path):
     model_dir, _, _ = trained
     again = train_baseline(None, tmp_path / "again", seed=0, **SMALL)
-    first = torch.load(model_dir / WEIGHTS_FILE, weights_only=True)
-    second = torch.load(again / WEIGHTS_FILE, weights_only=True)
+    first = torch.load(model_dir / BASELINE_WEIGHTS, weights_only=True)
+    second = torch.load(again / BASELINE_WEIGHTS, weights_only=True)
     assert first["thresholds"] == second["thresholds"]
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
+
+
+def test_train_baseline_takes_its_data_from_the_config_alone(tmp_path):
+    """`train_baseline(cfg, out_dir)`, as the pipeline's train_baseline step calls it: root, manifest and
+    limit_studies come from cfg.data."""
+    cfg = load_config(REPO_ROOT / "configs" / "smoke.yaml", ["data.limit_studies=12", "baseline.channels=[4]"])
+    model_dir = train_baseline(cfg, tmp_path / "baseline")
+    summary = json.loads((model_dir / BASELINE_SUMMARY).read_text())
+    root, manifest = dataset_paths(cfg.data)
+    assert summary["data"] == {**summary["data"], "root": str(root), "manifest": str(manifest), "limit_studies": 12}
+    assert root == EMBEDDED_ROOT.resolve() and manifest == root / "manifest.csv"
+    assert summary["config"]["channels"] == [4] and (model_dir / BASELINE_WEIGHTS).is_file()
+
+
+def test_loading_without_a_trained_baseline_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rrg baseline train"):
+        load_baseline(tmp_path)

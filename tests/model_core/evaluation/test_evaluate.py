@@ -1,14 +1,18 @@
+"""model_core.evaluation.evaluate: the report model scored on a handful of studies; hallucination counts."""
+
 import json
 
 import numpy as np
-import pytest
+from tiny_models import SMOKE
 
+from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT, PREDICTIONS
 from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX
-from model_core.config import EvalConfig, GenerationConfig
+from model_core.config import EvalConfig, GenerationConfig, load_config
 from model_core.data.iu_xray import load_iu_xray
-from model_core.evaluation.evaluate import evaluate_model, hallucinations
-from model_core.stats import expected_calibration_error
-from model_core.training.calibration import choose_thresholds, fit_temperature
+from model_core.evaluation import baseline as baseline_module
+from model_core.evaluation.baseline import train_baseline
+from model_core.evaluation.evaluate import evaluate_candidate, evaluate_model, hallucinations
+from model_core.training.trainer import train_report_model
 
 
 def test_evaluate_model_on_a_handful_of_studies(tiny_model, tmp_path):
@@ -24,14 +28,14 @@ def test_evaluate_model_on_a_handful_of_studies(tiny_model, tmp_path):
     lat = metrics["latency"]
     assert lat["num_beams"] == 2 and lat["batch_1"]["p50_ms"] > 0 and lat["batch_8_per_report"]["p95_ms"] > 0
     assert metrics["baseline"]["BLEU-4"]["value"] == 0.1
-    written = json.loads((tmp_path / "metrics.json").read_text())
+    written = json.loads((tmp_path / METRICS).read_text())
     assert written["n_studies"] == 6
-    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    lines = (tmp_path / PREDICTIONS).read_text().splitlines()
     assert len(lines) == 6
     row = json.loads(lines[0])
     assert {"study_id", "generated", "structured", "reference", "generated_labels", "mesh_labels",
             "detection_probabilities"} <= set(row)
-    assert (tmp_path / "per_finding_f1.png").stat().st_size > 1000 and (tmp_path / "calibration.png").is_file()
+    assert (tmp_path / PER_FINDING_F1_PLOT).stat().st_size > 1000 and (tmp_path / CALIBRATION_PLOT).is_file()
 
 
 def test_hallucination_counts_unsupported_critical_assertions():
@@ -39,7 +43,7 @@ def test_hallucination_counts_unsupported_critical_assertions():
     truth = np.zeros((4, 14))
     ptx, eff = LABEL_INDEX["Pneumothorax"], LABEL_INDEX["Pleural Effusion"]
     text[0, ptx] = 1                     # unsupported
-    text[1, eff] = 1; truth[1, eff] = 1  # supported
+    text[1, eff] = truth[1, eff] = 1     # supported
     text[2, LABEL_INDEX["Cardiomegaly"]] = 1  # not critical: ignored
     out = hallucinations(text, truth, n_boot=50, seed=0)
     assert out["reports_with_unsupported_critical"] == 1 and out["rate"]["value"] == 0.25
@@ -47,31 +51,17 @@ def test_hallucination_counts_unsupported_critical_assertions():
     assert out["by_finding"]["Pneumothorax"] == 1
 
 
-def test_temperature_scaling_fixes_overconfident_logits():
-    rng = np.random.default_rng(0)
-    truth = (rng.random((400, 14)) < 0.3).astype(float)
-    logits = (truth * 2 - 1) * 1.0 + rng.normal(0, 1.0, truth.shape)
-    overconfident = logits * 4
-    fit = fit_temperature(overconfident, truth)
-    assert fit["applied"] and fit["temperature"] > 1.5 and fit["ece_after"] < fit["ece_before"]
+def test_evaluate_candidate_scores_the_trained_baseline_it_is_given(tmp_path, monkeypatch):
+    cfg = load_config(SMOKE, ["data.limit_studies=6", "train.deepspeed=null", "eval.n_bootstrap=20"])
+    model_dir = train_report_model(cfg, tmp_path / "model")
+    baseline_dir = train_baseline(cfg, tmp_path / "baseline")
 
+    def no_training(*args, **kwargs):
+        raise AssertionError("evaluate_candidate must not train the baseline")
 
-def test_ece_perfectly_calibrated_is_small():
-    rng = np.random.default_rng(1)
-    p = rng.random(20000)
-    y = (rng.random(20000) < p).astype(float)
-    assert expected_calibration_error(p, y) < 0.02
-    with pytest.raises(ValueError):
-        expected_calibration_error(np.array([]), np.array([]))
-
-
-def test_thresholds_reach_target_sensitivity_for_critical_findings():
-    rng = np.random.default_rng(2)
-    truth = (rng.random((300, 14)) < 0.2).astype(int)
-    probs = np.clip(truth * 0.4 + rng.random((300, 14)) * 0.6, 0, 1)
-    truth[:, LABEL_INDEX["Fracture"]] = 0
-    chosen = choose_thresholds(probs, truth, 0.98)
-    k = LABEL_INDEX["Pneumothorax"]
-    sens = (probs[truth[:, k] == 1, k] >= chosen["thresholds"]["Pneumothorax"]).mean()
-    assert sens >= 0.98
-    assert chosen["thresholds"]["Fracture"] == 0.5 and "no validation positives" in chosen["rule"]["Fracture"]
+    monkeypatch.setattr(baseline_module, "train_baseline", no_training)
+    metrics = evaluate_candidate(cfg, model_dir, tmp_path / "evaluation", baseline_dir)
+    baseline = json.loads((tmp_path / "evaluation" / BASELINE_EVAL_DIR / METRICS).read_text())
+    assert baseline["model_dir"] == str(baseline_dir) and baseline["split"] == "test"
+    assert metrics["baseline"] == baseline["summary"] and metrics["n_studies"] == baseline["n_studies"] == 6
+    assert json.loads((tmp_path / "evaluation" / METRICS).read_text())["baseline"] == baseline["summary"]

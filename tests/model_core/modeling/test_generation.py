@@ -1,3 +1,5 @@
+"""model_core.modeling.generation: beam search and the structured report."""
+
 import numpy as np
 import torch
 
@@ -7,7 +9,8 @@ from model_core.modeling.generation import generate_report, generate_texts, stru
 
 
 def test_generate_texts_batch_and_no_deid_tokens(tiny_model):
-    texts, logits = generate_texts(tiny_model, torch.rand(3, 1, 32, 32), [{"age": 70}, None, {"indication": "XXXX pain"}],
+    contexts = [{"age": 70}, None, {"indication": "XXXX pain"}]
+    texts, logits = generate_texts(tiny_model, torch.rand(3, 1, 32, 32), contexts,
                                    GenerationConfig(num_beams=4, max_new_tokens=12))
     assert len(texts) == 3 and logits.shape == (3, 14)
     assert all("XX" not in t for t in texts)
@@ -34,7 +37,8 @@ def test_structure_report_combines_text_and_detector():
     assert by_label["Pneumothorax"].is_critical and by_label["Pneumothorax"].source == "detector"
     assert by_label["Pneumothorax"].bounding_box is None
     assert report.impression == "Cardiomegaly."
-    assert any("detector flags possible pneumothorax" in r and "radiologist review" in r for r in report.recommendations)
+    assert any("detector flags possible pneumothorax" in r and "radiologist review" in r
+               for r in report.recommendations)
 
 
 def test_screening_thresholds_alone_do_not_assert_findings():

@@ -1,7 +1,11 @@
+"""model_core.modeling.model: forward shapes and loss terms, input errors, save/load, pretrained parts."""
+
 import pytest
 import torch
 from tiny_models import tiny_model_config
+from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel
 
+from model_core.artifacts import MODEL_CONFIG
 from model_core.modeling.model import ModelInputError, RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
 
@@ -17,7 +21,8 @@ def _batch(model, n=2):
 def test_forward_shapes_and_loss_terms(tiny_model):
     ids, mask, labels = _batch(tiny_model)
     images = torch.rand(2, 1, 32, 32)
-    out = tiny_model(images=images, input_ids=ids, attention_mask=mask, labels=labels, finding_labels=torch.zeros(2, 14))
+    out = tiny_model(images=images, input_ids=ids, attention_mask=mask, labels=labels,
+                     finding_labels=torch.zeros(2, 14))
     assert out.logits.shape == (2, ids.shape[1], len(tiny_model.tokenizer))
     assert out.label_logits.shape == (2, 14)
     expected = 1.0 * out.loss_report + 0.5 * out.loss_detect + 1e-4 * out.loss_proj
@@ -84,14 +89,12 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
 
 
 def test_from_pretrained_names_missing_parts(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a model directory: model_config.json is missing"):
+    with pytest.raises(FileNotFoundError, match=f"not a model directory: {MODEL_CONFIG} is missing"):
         RadiologyMultimodalModel.from_pretrained(tmp_path)
 
 
 def test_pretrained_parts_load_from_local_checkpoints(tmp_path, tiny_tokenizer):
     """A user-pointed HF checkpoint (here a tiny ViT and GPT-2 saved locally) is loaded with from_pretrained."""
-    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel
-
     ViTModel(ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
                        num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path / "vit")
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=256, n_embd=32, n_layer=1,
@@ -102,15 +105,3 @@ def test_pretrained_parts_load_from_local_checkpoints(tmp_path, tiny_tokenizer):
     assert model.in_channels == 3 and model.num_image_tokens == 4
     out = model(images=torch.rand(1, 1, 32, 32))
     assert out.label_logits.shape == (1, 14)
-
-
-def test_production_config_builds_on_meta_device():
-    """ViT-B/16 (768) → 2048 → 4096 LLaMA-class LM: built without memory on the meta device."""
-    from model_core.config import REPO_ROOT, load_config
-    from model_core.modeling.production import build_on_meta
-
-    cfg = load_config(REPO_ROOT / "configs" / "production.yaml")
-    summary = build_on_meta(cfg.model)
-    assert summary["d_v"] == 768 and summary["d_h"] == 2048 and summary["d_l"] == 4096
-    assert summary["language_model_params"] > 6e9
-    assert summary["projector_params"] == 768 * 2048 + 2048 + 2048 * 4096 + 4096

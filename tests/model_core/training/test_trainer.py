@@ -1,9 +1,19 @@
+"""model_core.training.trainer: stages, their trainable parts, checkpoints and resume, LoRA."""
+
+import json
+
 import pytest
 import torch
-from tiny_models import tiny_model_config, tiny_train_config
+from tiny_models import SMOKE, tiny_model_config, tiny_train_config
 
+from model_core.artifacts import CHECKPOINTS_DIR, HISTORY, LAST_CHECKPOINT, MODEL_CARD
+from model_core.chexpert import CHEXPERT_LABELS
+from model_core.config import LoraConfig, StageConfig, load_config
 from model_core.modeling.model import RadiologyMultimodalModel
-from model_core.training.trainer import StopTraining, plan_stages, train_two_stage
+from model_core.modeling.model_dir import load_model_dir
+from model_core.modeling.tokenizer import build_prompt, encode_example
+from model_core.provenance import collect_provenance, version_string
+from model_core.training.trainer import StopTraining, plan_stages, train_report_model, train_two_stage
 
 
 def _trainable_parts(model):
@@ -22,10 +32,9 @@ def test_each_stage_trains_only_its_parts(tiny_model, stage, parts):
 
 
 def test_stage1_gradients_reach_projector_not_lm_or_encoder(tiny_model, tiny_data):
-    from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
-
     tiny_model.set_trainable("stage1")
-    ids, labels = encode_example(tiny_model.tokenizer, build_prompt(None), "FINDINGS: Clear lungs.", tiny_model.num_image_tokens)
+    ids, labels = encode_example(tiny_model.tokenizer, build_prompt(None), "FINDINGS: Clear lungs.",
+                                 tiny_model.num_image_tokens)
     out = tiny_model(images=torch.rand(1, 1, 32, 32), input_ids=torch.tensor([ids]), labels=torch.tensor([labels]),
                      finding_labels=torch.zeros(1, 14))
     out.loss.backward()
@@ -90,8 +99,6 @@ def test_empty_dataset_is_an_error(tiny_model, tiny_data):
 
 
 def test_lora_trains_adapters_only_and_merges_into_a_plain_lm(tiny_model, tiny_data):
-    from model_core.config import LoraConfig, StageConfig
-
     cfg = tiny_train_config()
     cfg.lora = LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0, target_modules=["c_attn"])
     cfg.stage0_encoder = cfg.stage0_lm = StageConfig(0, 1e-3)
@@ -106,3 +113,14 @@ def test_lora_trains_adapters_only_and_merges_into_a_plain_lm(tiny_model, tiny_d
     lm = tiny_model.language_model
     assert torch.equal(lm.transformer.h[0].mlp.c_fc.weight, base_before)      # untouched by LoRA
     assert not torch.equal(lm.transformer.h[0].attn.c_attn.weight, attn_before)  # adapters merged in
+
+
+def test_train_report_model_writes_a_complete_directory_with_provenance(tmp_path):
+    cfg = load_config(SMOKE, ["data.limit_studies=8", "train.deepspeed=null"])
+    model_dir = train_report_model(cfg, tmp_path / "model")
+    card = json.loads((model_dir / MODEL_CARD).read_text())
+    assert set(card["provenance"]) == set(collect_provenance())   # recorded once, at training time
+    assert card["version"] == version_string(card["provenance"])
+    model, detection, saved = load_model_dir(model_dir)
+    assert set(detection["thresholds"]) == set(CHEXPERT_LABELS) and saved["name"] == "smoke"
+    assert (model_dir / HISTORY).is_file() and (model_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT).is_file()
