@@ -51,7 +51,8 @@ class EvalConfig:
 
 @dataclass
 class VisionConfig:
-    pretrained: str | None = None      # a Hugging Face ViT/DINOv2 checkpoint directory; None = build from the fields below
+    # a Hugging Face ViT/DINOv2 checkpoint directory; None = build from the fields below
+    pretrained: str | None = None
     image_size: int = 128
     patch_size: int = 16
     hidden_size: int = 128             # d_v
@@ -116,7 +117,8 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: str = "auto"            # auto | fp32 | bf16 | fp16  (auto: bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU)
+    # auto | fp32 | bf16 | fp16  (auto: bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU)
+    precision: str = "auto"
     deepspeed: str | None = "configs/deepspeed/zero2.json"   # None = plain PyTorch
     cache_features: bool = True        # compute frozen-encoder features once for stages 1-2
     max_report_tokens: int = 96
@@ -159,17 +161,17 @@ class ServingConfig:
     """The report service (`rrg serve`, serving.app). Checked on construction: a bad value names its key."""
     host: str = "127.0.0.1"
     port: int = 8080
-    backend: str = "auto"               # auto (ONNX Runtime when an export exists or can be made, else torch) |
+    backend: str = "auto"               # auto (ONNX Runtime over the pipeline's export; refused without one) |
                                         # onnxruntime | torch | triton (a Triton Inference Server at triton_url)
     precision: str = "fp32"             # ONNX Runtime decoder: fp32 | int8. FP32 by default: its reports are
                                         # token-identical to the torch model the gate evaluated; the INT8 one
                                         # changes some (docs/serving.md)
-    export_on_startup: bool = True      # export to ONNX when the model has no export beside it
+    allow_export_at_startup: bool = False  # development only: export to ONNX at startup when the model has none
     workers: int | None = None          # batches run at once (None: one per CPU core, at most 4)
     threads: int | None = None          # intra-op threads per batch (None: CPU cores / workers, at least 1)
     triton_url: str | None = None       # e.g. 127.0.0.1:8000 (HTTP) for backend=triton
     triton_model: str = "rrg_report"
-    max_batch: int = 8                  # dynamic batching (seed §4: max batch 8, max wait 100 ms)
+    max_batch: int = 8                  # dynamic batching: at most 8 studies per batch, waiting at most 100 ms
     max_wait_ms: float = 100.0
     max_queue: int = 64                 # studies waiting for the model; beyond this: 429 + Retry-After
     request_timeout_s: float = 120.0

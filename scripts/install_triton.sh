@@ -23,7 +23,7 @@ VENV=${TRITON_VENV:-$REPO/.venv-triton}
 PY=/usr/bin/python3.11
 LOCK=${TMPDIR:-/tmp}/install_triton.lock
 # The project's runtime packages the served model imports (pins taken from pyproject.toml).
-RUNTIME_PACKAGES=(torch numpy pandas Pillow PyYAML tqdm transformers tokenizers onnx onnxruntime onnxscript protobuf)
+RUNTIME_PACKAGES=(torch numpy scipy pandas Pillow PyYAML tqdm transformers tokenizers onnx onnxruntime onnxscript protobuf)
 
 KEY=$(cat "${BASH_SOURCE[0]}" "$REPO/pyproject.toml" | sha256sum | cut -c1-12)
 STAMP=$VENV/.installed-$KEY
@@ -91,7 +91,7 @@ quiet_pip --no-deps -e "$REPO"
 "$VENV/bin/python" - <<'EOF'
 import ctypes, pathlib, re, subprocess, sys
 import pytriton, torch, onnxruntime, transformers  # noqa: F401
-import serving.triton  # noqa: F401
+import serving.backends, serving.triton_server  # noqa: F401,E401
 stub = pathlib.Path(pytriton.__file__).parent / "tritonserver/python_backend_stubs/3.11/triton_python_backend_stub"
 ldd = subprocess.run(["ldd", str(stub)], capture_output=True, text=True).stdout
 found = re.search(r"libpython3\.11\.so\S* => (\S+)", ldd)

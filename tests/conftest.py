@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tiny_models import tiny_model_config  # noqa: F401 — shared with test modules
+from tiny_models import tiny_model_config
 
 from model_core.data.manifest import EMBEDDED_ROOT
 

@@ -1,17 +1,11 @@
-"""Triton Inference Server: a `tritonclient` backend for the report service, and a PyTriton server for a model.
-
-Client (the report service on a cluster that runs Triton):
+"""Triton Inference Server, client side: `TritonBackend`, the report service's backend over a Triton server.
 
     backend = TritonBackend("triton.example:8000")                   # or protocol="grpc", "host:8001"
     backend.generate(images, contexts) -> [(text, probs (14,) float32), ...]    # the serving.backends contract
 
-Server (any backend with `.generate`, e.g. `serving.backends.load_model(DIR).backend`):
-
-    serve_with_pytriton(backend, http_port=8000, grpc_port=8001, metrics_port=8002)      # blocks until stopped
-    python -m serving.triton --model DIR --http-port 8000 --grpc-port 8001 --metrics-port 8002
-
-The model's interface on Triton (model name `rrg_report`, version 1, max_batch_size 8, dynamic batching; one
-study is one batch row):
+The server side (PyTriton, `python -m serving.triton_server --model DIR`) is `serving/triton_server.py`. The
+model's interface on Triton (model name `rrg_report`, version 1, max_batch_size 8, dynamic batching; one study is
+one batch row):
 
     input   images   FP32   [-1, 1, S, S]   one frontal view per study, pixels in [0, 1]; S = the model's size
     input   context  BYTES  [-1, 1]         JSON of the clinical context (an object), or b"" for none
@@ -20,29 +14,22 @@ study is one batch row):
 
 The client reads S (its `image_size`) and the server's max batch size from the model's metadata and config, so
 it needs only the URL. Studies with K != 1 views are rejected (ValueError): the service feeds the model one
-frontal view (`LoadedModel.max_views` = 1). PyTriton runs the inference function in the serving process (Triton's
-Python backend stub forwards the requests to it); its Python must be the one the stub was built against, see
-scripts/install_triton.sh and docs/triton.md. `tritonclient` and `pytriton` are imported only when used.
+frontal view (`LoadedModel.max_views` = 1). See docs/triton.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import signal
 import threading
-import time
 from typing import Any
 
 import numpy as np
+from google.protobuf.json_format import MessageToDict
 
-log = logging.getLogger(__name__)
+from model_core.chexpert import NUM_LABELS
 
 MODEL_NAME = "rrg_report"
-NUM_LABELS = 14
 PROTOCOLS = ("http", "grpc")
-DEFAULT_MAX_BATCH_SIZE = 8
 
 
 class TritonUnavailable(RuntimeError):
@@ -66,6 +53,7 @@ def _split_url(url: str) -> tuple[str, bool]:
 
 
 def _client_module(protocol: str):
+    # Per protocol: tritonclient's http and grpc clients are separate extras (tritonclient[http] / [grpc]).
     try:
         if protocol == "http":
             import tritonclient.http as module
@@ -146,8 +134,6 @@ class TritonBackend:
         meta = self._call("model metadata", client.get_model_metadata, self.model_name, self.model_version)
         config = self._call("model config", client.get_model_config, self.model_name, self.model_version)
         if self.protocol == "grpc":  # protobuf messages -> the JSON shape of the HTTP API
-            from google.protobuf.json_format import MessageToDict
-
             meta = MessageToDict(meta, preserving_proto_field_name=True)
             config = MessageToDict(config, preserving_proto_field_name=True).get("config", {})
         inputs = {t["name"]: t for t in meta.get("inputs", [])}
@@ -156,7 +142,7 @@ class TritonBackend:
                   [n for n in ("text", "probs") if n not in outputs]
         if missing:
             raise TritonInferenceError(f"{self._where()}: model {self.model_name!r} lacks {missing}; it has inputs "
-                                       f"{sorted(inputs)} and outputs {sorted(outputs)} (see serving/triton.py)")
+                                       f"{sorted(inputs)} and outputs {sorted(outputs)} (see serving.backends.triton)")
         shape = [int(d) for d in inputs["images"]["shape"]]
         if len(shape) != 4 or shape[1] != 1 or shape[2] != shape[3] or shape[2] <= 0:
             raise TritonInferenceError(f"{self._where()}: input 'images' of {self.model_name!r} has shape {shape}; "
@@ -243,107 +229,3 @@ class TritonBackend:
         texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts.reshape(-1)]
         probs = probs.astype(np.float32, copy=False)
         return [(texts[i], probs[i].copy()) for i in range(n)]
-
-
-# ---------------------------------------------------------------------- server side (PyTriton)
-
-def make_infer_func(backend):
-    """The PyTriton inference callable (with @batch) around `backend.generate`."""
-    import torch
-    from pytriton.decorators import batch
-
-    @batch
-    def infer(images: np.ndarray, context: np.ndarray) -> dict[str, np.ndarray]:
-        tensors = [torch.from_numpy(np.ascontiguousarray(images[i:i + 1], dtype=np.float32))
-                   for i in range(len(images))]
-        contexts: list[dict | None] = []
-        for raw in context.reshape(len(images), -1)[:, 0]:
-            raw = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-            contexts.append(json.loads(raw) if raw.strip() else None)
-        results = backend.generate(tensors, contexts)
-        text = np.array([[t.encode("utf-8")] for t, _ in results], dtype=np.object_)
-        probs = np.stack([np.asarray(p, np.float32).reshape(NUM_LABELS) for _, p in results])
-        return {"text": text, "probs": probs}
-
-    return infer
-
-
-def bind_model(triton, backend, model_name: str = MODEL_NAME, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-               max_queue_delay_ms: float = 100.0) -> None:
-    """Bind `backend` (anything with `.generate` and `.image_size`) to a pytriton `Triton` as `model_name`."""
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-
-    size = int(backend.image_size)
-    triton.bind(
-        model_name=model_name,
-        infer_func=make_infer_func(backend),
-        inputs=[Tensor(name="images", dtype=np.float32, shape=(1, size, size)),
-                Tensor(name="context", dtype=bytes, shape=(1,))],
-        outputs=[Tensor(name="text", dtype=bytes, shape=(1,)),
-                 Tensor(name="probs", dtype=np.float32, shape=(NUM_LABELS,))],
-        config=ModelConfig(max_batch_size=max_batch_size,
-                           batcher=DynamicBatcher(max_queue_delay_microseconds=int(max_queue_delay_ms * 1000))),
-        strict=True,
-    )
-
-
-def serve_with_pytriton(backend, model_name: str = MODEL_NAME, http_port: int = 8000, grpc_port: int = 8001,
-                        metrics_port: int = 8002, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                        max_queue_delay_ms: float = 100.0, log_verbose: int = 0) -> None:
-    """Serve `backend` on PyTriton's bundled Triton server until SIGINT/SIGTERM (blocks).
-
-    Needs `nvidia-pytriton` in an interpreter whose libpython matches Triton's Python-backend stub (on Debian:
-    a venv of /usr/bin/python3.11, scripts/install_triton.sh).
-    """
-    from pytriton.triton import Triton, TritonConfig
-
-    config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                          log_verbose=log_verbose)
-    with Triton(config=config) as triton:
-        bind_model(triton, backend, model_name, max_batch_size, max_queue_delay_ms)
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signum, frame):  # serve() stops cleanly on KeyboardInterrupt
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            log.info("serving %s (%s backend, image size %d) on Triton: http %d, grpc %d, metrics %d",
-                     model_name, getattr(backend, "name", type(backend).__name__), backend.image_size, http_port,
-                     grpc_port, metrics_port)
-            triton.serve()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.triton",
-                                     description="Serve a report model on PyTriton's Triton Inference Server.")
-    parser.add_argument("--model", required=True, help="model directory or models:/NAME@ALIAS")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
-                        help="ONNX Runtime decoder (default fp32: token-identical to the evaluated torch model)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--model-name", default=MODEL_NAME)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    parser.add_argument("--max-queue-delay-ms", type=float, default=100.0)
-    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from serving.backends import load_model
-
-    started = time.perf_counter()
-    loaded = load_model(args.model, backend=args.backend, precision=args.precision, threads=args.threads)
-    log.info("loaded %s (version %s, %s backend) in %.1f s", loaded.source, loaded.version, loaded.backend.name,
-             time.perf_counter() - started)
-    serve_with_pytriton(loaded.backend, args.model_name, args.http_port, args.grpc_port, args.metrics_port,
-                        args.max_batch_size, args.max_queue_delay_ms, args.log_verbose)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,11 @@
-"""The Triton backend (serving/triton.py) against a real Triton Inference Server (PyTriton's bundled tritonserver).
+"""The Triton backend (serving/backends/triton.py) against a real Triton Inference Server (PyTriton's bundled
+tritonserver, serving/triton_server.py).
 
-The server runs as a subprocess of `.venv-triton/bin/python -m serving.triton` (built by scripts/install_triton.sh:
-a venv of Debian's python3.11, whose libpython matches Triton's Python-backend stub) on free loopback ports, serving
-the tiny model with the ONNX Runtime backend (FP32 decoder, see PRECISION). The client is `TritonBackend` in the test
-interpreter. Without `.venv-triton` the server tests skip (the Makefile runs the install script first); the
-client-only tests always run.
+The server runs as a subprocess of `.venv-triton/bin/python -m serving.triton_server` (built by
+scripts/install_triton.sh: a venv of Debian's python3.11, whose libpython matches Triton's Python-backend stub) on
+free loopback ports, serving the tiny model with the ONNX Runtime backend (FP32 decoder, see PRECISION). The client
+is `TritonBackend` in the test interpreter. Without `.venv-triton` the server tests skip (the Makefile runs the
+install script first); the client-only tests always run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 import torch
 from tiny_models import tiny_model_config
 
-from serving.triton import MODEL_NAME, TritonBackend, TritonInferenceError, TritonUnavailable
+from serving.backends.triton import MODEL_NAME, TritonBackend, TritonInferenceError, TritonUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = "scripts/install_triton.sh"
@@ -118,9 +119,10 @@ class TritonProcess:
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [str(TRITON_PYTHON), "-m", "serving.triton", "--model", str(model_dir), "--backend", "onnxruntime",
-                 "--precision", PRECISION, "--threads", "1", "--http-port", str(self.http),
-                 "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--max-batch-size", "8", "--max-queue-delay-ms", "200"],
+                [str(TRITON_PYTHON), "-m", "serving.triton_server", "--model", str(model_dir),
+                 "--backend", "onnxruntime", "--precision", PRECISION, "--threads", "1", "--http-port", str(self.http),
+                 "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--max-batch-size", "8",
+                 "--max-queue-delay-ms", "200"],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 env={**os.environ, "PYTHONPATH": str(REPO)})
 

@@ -1,0 +1,184 @@
+"""The backend contract of the service, and where the model comes from.
+
+Every backend takes a batch of studies and returns, per study, the generated report text and the detection
+head's calibrated probabilities (14,) (sigmoid(logit / temperature), CheXpert order):
+
+    backend.generate(images: list[(K, 1, H, W) tensors in [0, 1]], contexts: list[dict | None])
+        -> list[(text, probs)]
+
+`resolve_source(source)` turns a model source — a local model directory, or `models:/NAME@ALIAS` /
+`models:/NAME/VERSION` in the MLflow registry — into the model directory, its version and the places where its
+ONNX export may be (`<model_dir>/onnx`, `<model_dir>/../onnx`; for a registry model the run's `onnx` artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from model_core.artifacts import EXPORT_CONFIG, MODEL_CARD
+from model_core.config import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+EXPORT_DIR_NAME = "onnx"      # an export beside the model, and the pipeline's run artifact of the export step
+
+
+class ModelSourceError(RuntimeError):
+    """The model source cannot be resolved or loaded; the message names the source and the problem."""
+
+
+class Backend(Protocol):
+    name: str
+    image_size: int
+
+    def generate(self, images: list[torch.Tensor], contexts: list[dict | None]) -> list[tuple[str, np.ndarray]]:
+        ...
+
+
+@dataclass
+class ResolvedSource:
+    source: str
+    model_dir: Path
+    version: str
+    export_dirs: list[Path] = field(default_factory=list)   # where an export may already be
+
+
+@dataclass
+class LoadedModel:
+    backend: Backend
+    source: str
+    model_dir: Path
+    version: str
+    detection: dict
+    gen: GenerationConfig
+    # Views fed to the model per study: the report model is trained and evaluated on one frontal image.
+    max_views: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.detection.get("thresholds", {}))
+
+
+def groups_by_views(images: list[torch.Tensor]) -> dict[int, list[int]]:
+    """Indices of the studies per view count K (studies of one batch are run in groups of equal K); 3-D images
+    (1, H, W) are taken as one view, in place."""
+    groups: dict[int, list[int]] = {}
+    for i, img in enumerate(images):
+        if img.dim() == 3:
+            img = images[i] = img.unsqueeze(0)
+        if img.dim() != 4:
+            raise ValueError(f"study {i}: images must be (K, 1, H, W), got shape {tuple(img.shape)}")
+        groups.setdefault(int(img.shape[0]), []).append(i)
+    return groups
+
+
+def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit / temperature), float32."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / temperature))).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- model sources
+
+def _card_version(model_dir: Path) -> str:
+    try:
+        card = json.loads((model_dir / MODEL_CARD).read_text())
+    except (OSError, ValueError):
+        return "unknown"
+    return str(card.get("version") or card.get("name") or "unknown")
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("RRG_MODEL_CACHE", Path.home() / ".cache" / "rrg" / "models"))
+
+
+def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> ResolvedSource:
+    """A local model directory, or `models:/NAME@ALIAS` / `models:/NAME/VERSION` from the MLflow registry."""
+    text = str(source)
+    if text.startswith("models:/"):
+        return _resolve_registry(text, Path(cache_dir) if cache_dir else default_cache())
+    model_dir = Path(text)
+    if not model_dir.is_dir():
+        raise ModelSourceError(f"model source {text!r} is neither a model directory nor a models:/NAME@ALIAS URI")
+    if not (model_dir / MODEL_CARD).is_file():
+        raise ModelSourceError(f"{model_dir} is not a complete model directory (no {MODEL_CARD}); "
+                               "train one with `rrg train --out DIR`")
+    return ResolvedSource(text, model_dir, _card_version(model_dir),
+                          [model_dir / EXPORT_DIR_NAME, model_dir.parent / EXPORT_DIR_NAME])
+
+
+def _resolve_registry(uri: str, cache_dir: Path) -> ResolvedSource:
+    """Download the registered version's artifacts once (cached per NAME/VERSION) and find the model dir.
+
+    The pyfunc model logged by `registry.models.log_model` keeps the model directory under
+    `artifacts/model_dir`; the run's `onnx` artifact (the pipeline's export step) is fetched beside it when
+    present. The tracking/registry server comes from MLFLOW_TRACKING_URI as usual.
+    """
+    # mlflow only for models:/ sources: the Triton server environment (.venv-triton) serves model directories
+    # and has no mlflow (docs/triton.md).
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = _MODELS_URI.match(uri)
+    if not match:
+        raise ModelSourceError(f"{uri!r} is not a registry URI of the form models:/NAME@ALIAS or models:/NAME/VERSION")
+    name = match["name"]
+    client = mlflow.MlflowClient()
+    try:
+        mv = (client.get_model_version_by_alias(name, match["alias"]) if match["alias"]
+              else client.get_model_version(name, match["version"]))
+    except MlflowException as exc:
+        raise ModelSourceError(f"cannot resolve {uri} in the registry at {mlflow.get_tracking_uri()}: "
+                               f"{exc.message if hasattr(exc, 'message') else exc}") from None
+    target = cache_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{mv.version}"
+    if not (target / ".complete").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            # Pinned to the version (not the alias): an alias moved during the download cannot mix versions.
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}",
+                                                dst_path=str(staging / "model"))
+            if mv.run_id:
+                try:
+                    mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=EXPORT_DIR_NAME,
+                                                        dst_path=str(staging / "run"))
+                except (MlflowException, OSError) as exc:
+                    log.info("registry version %s/%s has no onnx run artifact (%s)", name, mv.version,
+                             type(exc).__name__)
+            (staging / ".complete").write_text(json.dumps({"uri": uri, "version": mv.version}))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except MlflowException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelSourceError(f"cannot download {uri} (version {mv.version}): {exc}") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    model_dir = _find_model_dir(target / "model")
+    if model_dir is None:
+        raise ModelSourceError(f"{uri} (version {mv.version}) holds no model directory (no artifacts/model_dir "
+                               f"with a {MODEL_CARD})")
+    run_dir = target / "run"
+    exports = [p.parent for p in sorted(run_dir.rglob(EXPORT_CONFIG))] if run_dir.is_dir() else []
+    return ResolvedSource(uri, model_dir, f"{name}/{mv.version}", exports + [target / EXPORT_DIR_NAME])
+
+
+def _find_model_dir(root: Path) -> Path | None:
+    preferred = root / "artifacts" / "model_dir"
+    if (preferred / MODEL_CARD).is_file():
+        return preferred
+    cards = sorted(root.rglob(MODEL_CARD), key=lambda p: len(p.parts))
+    return cards[0].parent if cards else None
