@@ -10,7 +10,8 @@ Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=
   scopes and tokB read only);
 - scopes: `report.write` (POST …/report, …/report:upload) and `report.read` (GET /api/v1/reports/…);
   `/healthz`, `/readyz`, `/metrics` and the OpenAPI document need no token (they carry no PHI);
-- a token is at least 16 characters of [A-Za-z0-9._~-] (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`).
+- a token is at least 16 characters of [A-Za-z0-9._~-]
+  (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`).
 
 A token is identified in logs and the audit log only by `token_id`: the first 16 hex digits of its SHA-256.
 Requests without a valid token get 401 (with `WWW-Authenticate: Bearer`), with a valid token lacking the

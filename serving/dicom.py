@@ -122,7 +122,7 @@ def parse_dicom(data: bytes) -> Dataset:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         known = "SOPClassUID" in ds or "Modality" in ds
         implicit, little = ds.original_encoding
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 — untrusted bytes: any failure here means "not DICOM"
         raise not_dicom from None
     if not known or little is None:
         raise not_dicom
@@ -221,7 +221,7 @@ def _check_compressed_frame(ds: Dataset, tsyntax, meta: dict) -> None:
     """The first JPEG / JPEG 2000 frame must have the header's size: codecs allocate what the codestream says."""
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 — untrusted bytes: any frame-parse failure is the sender's
         raise DicomInputError(f"malformed encapsulated pixel data: {_reason(exc)}") from None
     size = None
     if tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:

@@ -58,7 +58,7 @@ def finding_concept(label: str, text: str | None = None, confidence: float | Non
 
 
 def diagnostic_report(record: dict) -> dict:
-    """The FHIR R4 DiagnosticReport (a JSON-ready dict) of a stored report record (see `serving.app`)."""
+    """The FHIR R4 DiagnosticReport (a JSON-ready dict) of a stored report record (see `serving.service`)."""
     response, study_id = record["response"], record["study_id"]
     report_id = response["report_id"]
     study_ref: dict = {"reference": f"ImagingStudy/{study_id}", "display": f"Imaging study {study_id}"}

@@ -121,7 +121,7 @@ class PacsClient:
             try:
                 ds = self._client.retrieve_instance(study_uid, series_uid, sop_uid,
                                                     media_types=(("application/dicom", "*"),))
-            except Exception as exc:  # noqa: BLE001 — translated below, unknown ones become PacsError
+            except Exception as exc:
                 raise self._translate(exc, f"retrieving instance {sop_uid}", sop_uid=sop_uid,
                                       detail=f" (series {series_uid}, study {study_uid})") from exc
             blobs.append(_to_part10(ds))
@@ -134,7 +134,7 @@ class PacsClient:
         """True when the PACS answers a QIDO-RS study search (limit 1); False (and a warning) otherwise."""
         try:
             self._client.search_for_studies(limit=1, fields=("StudyInstanceUID",))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — a failed ping is logged, never raised (readiness reports it)
             log.warning("%s", self._translate(exc, "ping"))
             return False
         return True
@@ -152,7 +152,7 @@ class PacsClient:
             return []
         try:
             response = self._client.store_instances(items)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._translate(exc, f"storing {len(items)} instance(s)") from exc
         failed = [str(item.get("ReferencedSOPInstanceUID", "?")) for item in response.get("FailedSOPSequence", [])]
         if failed:

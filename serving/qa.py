@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX, NEGATIVE
+from model_core.labels.labeler import text_mentions
 
 DETECTOR_ONLY, TEXT_ONLY, LOW_CONFIDENCE = "detector_only", "text_only", "low_confidence"
 
@@ -38,8 +39,6 @@ def review(text: str, probs: np.ndarray, thresholds: dict[str, float], confidenc
     findings: the structured report's findings (objects with .label, .confidence, .is_critical); the
     low-confidence rule looks at the critical ones among them.
     """
-    from model_core.labels.labeler import text_mentions
-
     mentions = text_mentions(text)
     detector, in_text, reasons, kinds = [], [], [], []
     for label in CRITICAL_FINDINGS:

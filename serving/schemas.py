@@ -1,4 +1,4 @@
-"""Request and response models of the report API (seed §4). Unknown fields and wrong types are errors.
+"""Request and response models of the report API. Unknown fields and wrong types are errors.
 
 Every model is `extra="forbid"` and `strict=True`: `{"age": "70"}` or an unknown key is a 422 that names the
 field, never a silent coercion. Identifiers are limited to what a FHIR `id` allows (letters, digits, `-`, `.`,
@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+API = "/api/v1"                 # the path prefix of the report endpoints (the version of these models)
 ID_PATTERN = r"^[A-Za-z0-9.\-]{1,64}$"
 DICOM_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 

@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from filelock import FileLock
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -43,6 +44,8 @@ from pydicom.uid import (
 from tiny_models import tiny_model_config
 
 from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.modeling.model import RadiologyMultimodalModel
+from serving.backends import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install_orthanc.sh"
@@ -347,10 +350,6 @@ def dicom() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A complete model directory of the tiny model (beam 2, 12 new tokens), built once per run (xdist-safe)."""
-    from filelock import FileLock
-
-    from model_core.modeling.model import RadiologyMultimodalModel
-
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent
@@ -369,12 +368,8 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_with_export(tiny_model_dir, tmp_path_factory):
     """The tiny model with an ONNX export created by the service's startup path (`load_model`, backend auto)."""
-    from filelock import FileLock
-
-    from serving.backends import load_model
-
     with FileLock(str(tiny_model_dir.parent / "serving_tiny_export.lock")):
-        loaded = load_model(tiny_model_dir)
+        loaded = load_model(tiny_model_dir, allow_export_at_startup=True)
     return tiny_model_dir, loaded
 
 

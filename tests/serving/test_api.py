@@ -1,4 +1,4 @@
-"""The report API (seed §4): contract, OpenAPI, real tiny model (torch and ONNX Runtime), bad input, auth, QA,
+"""The report API: contract, OpenAPI, real tiny model (torch and ONNX Runtime), bad input, auth, QA,
 readiness, metrics, audit and logs.
 
 PACS retrieval and DICOM decoding are injected fakes (`FakePacs`, `fake_decode_dicom`) with the interface of
@@ -7,27 +7,37 @@ PACS retrieval and DICOM decoding are injected fakes (`FakePacs`, `fake_decode_d
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
-import os
 import re
+import shutil
+import socket
 import struct
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from tiny_models import tiny_model_config
+from prometheus_client.parser import text_string_to_metric_families
+from reference_decoding import ReferenceOrtGenerator
 
 from model_core.chexpert import LABEL_INDEX
 from model_core.config import GenerationConfig
+from model_core.modeling.generation import structure_report
+from model_core.modeling.model_dir import load_model_dir
 from serving.app import create_app
+from serving.auth import AuthConfigError, token_id
 from serving.backends import LoadedModel
+from serving.ingest import PacsClient
+from serving.logs import RedactUidFilter
+from serving.qa import review
 
 WRITER = "writer-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
@@ -188,7 +198,8 @@ def test_openapi_documents_the_contract(client):
                                                      "is_critical"}
     upload = paths["/api/v1/studies/{study_id}/report:upload"]["post"]["requestBody"]["content"]
     assert "files" in upload["multipart/form-data"]["schema"]["properties"]
-    assert schemas["UploadOptions"]["additionalProperties"] is False and "views" in schemas["UploadOptions"]["properties"]
+    assert schemas["UploadOptions"]["additionalProperties"] is False
+    assert "views" in schemas["UploadOptions"]["properties"]
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert refs and refs <= set(schemas)                               # every $ref resolves
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
@@ -232,7 +243,8 @@ def test_tiny_model_end_to_end_with_torch_backend(tmp_path, tiny_model_dir):
         r = c.post(f"/api/v1/studies/{STUDY}/report", json=body(), headers=W)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "test"
-        files = [("files", ("frontal.png", png_bytes(), "image/png")), ("files", ("lat.jpg", jpeg_bytes(), "image/jpeg"))]
+        files = [("files", ("frontal.png", png_bytes(), "image/png")),
+                 ("files", ("lat.jpg", jpeg_bytes(), "image/jpeg"))]
         up = c.post(f"/api/v1/studies/{STUDY}/report:upload", files=files,
                     data={"request": json.dumps({"views": ["PA", "Lateral"], "report_template": "narrative"})},
                     headers=W)
@@ -244,7 +256,6 @@ def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export
     """Backend auto exports the model on startup (FP32 and INT8 decoders) and serves with ONNX Runtime (FP32); FP32
     ORT and torch produce identical texts and matching probabilities on a few studies; INT8 keeps the probabilities
     (FP32 vision)."""
-    from model_core.modeling.model_dir import load_model_dir
     from serving.backends import OrtBackend, TorchBackend, load_model
 
     model_dir, loaded = tiny_model_with_export
@@ -292,7 +303,6 @@ def test_a_study_gets_the_same_report_whatever_its_batch(tiny_model_with_export,
 
 def test_serving_beam_search_is_token_identical_to_the_reference_ort_generator(tiny_model_with_export):
     """The service's vectorised processors, partial top-k and in-place cache reorder change nothing."""
-    from model_core.export.onnx_export import OrtReportGenerator
     from serving.backends import OrtBackend
 
     model_dir, _ = tiny_model_with_export
@@ -302,7 +312,7 @@ def test_serving_beam_search_is_token_identical_to_the_reference_ort_generator(t
     for beams, new in ((1, 20), (3, 30), (4, 40)):
         gen = GenerationConfig(num_beams=beams, max_new_tokens=new, no_repeat_ngram_size=2 + beams % 2,
                                repetition_penalty=1.2 if beams == 3 else 1.0)
-        reference = OrtReportGenerator(model_dir / "onnx", "int8", gen=gen)
+        reference = ReferenceOrtGenerator(model_dir / "onnx", "int8", gen=gen)
         fast = OrtBackend(model_dir / "onnx", {}, gen=gen, precision="int8").engine
         want, _ = reference.generate(images, contexts)
         got, _ = fast.generate(images, contexts)
@@ -311,10 +321,7 @@ def test_serving_beam_search_is_token_identical_to_the_reference_ort_generator(t
 
 def test_registry_source_downloads_the_champion_and_reports_its_version(tmp_path, tiny_model_dir, monkeypatch):
     """models:/NAME@champion: resolve the alias, download that version's pyfunc artifacts, use artifacts/model_dir."""
-    import shutil
-    from types import SimpleNamespace
-
-    import mlflow
+    import mlflow  # heavy: imported by the one test that patches it
 
     from serving.backends import load_model
 
@@ -433,7 +440,8 @@ def test_no_pacs_configured_is_503_pointing_to_upload(tmp_path):
 
 def test_non_image_bytes_are_415(client):
     r = _upload(client, [("files", ("notes.txt", b"patient notes, not an image" * 10, "text/plain"))])
-    assert r.status_code == 415 and "files[0]" in r.json()["detail"] and "not a DICOM, PNG or JPEG" in r.json()["detail"]
+    assert r.status_code == 415 and "files[0]" in r.json()["detail"]
+    assert "not a DICOM, PNG or JPEG" in r.json()["detail"]
 
 
 def test_corrupt_jpeg_is_422(client):
@@ -537,8 +545,6 @@ def test_missing_or_invalid_token_is_401_and_wrong_scope_403(client):
 
 
 def test_service_refuses_to_start_without_tokens(monkeypatch, tmp_path):
-    from serving.auth import AuthConfigError
-
     monkeypatch.delenv("RRG_API_TOKENS", raising=False)
     with pytest.raises(AuthConfigError, match="no API tokens"):
         create_app(model=fake_model(), audit_log=tmp_path / "a.jsonl")
@@ -552,10 +558,6 @@ def test_service_refuses_to_start_without_tokens(monkeypatch, tmp_path):
 
 
 def test_audit_log_is_append_only_jsonl_without_phi(tmp_path):
-    import hashlib
-
-    from serving.auth import token_id
-
     with TestClient(make_app(tmp_path)) as c:
         rid = _post(c).json()["report_id"]
         c.get(f"/api/v1/reports/{rid}/fhir", headers=R)
@@ -590,8 +592,6 @@ def test_logs_hold_no_report_text_no_study_id_no_context(tmp_path, caplog):
 
 
 def test_log_filter_redacts_dicom_uids_from_any_logger():
-    from serving.app import RedactUidFilter
-
     record = logging.LogRecord("dicomweb_client.web", logging.INFO, __file__, 1,
                                'retrieve instance of study "%s" from %s', (STUDY, "127.0.0.1:8042"), None)
     RedactUidFilter().filter(record)
@@ -602,8 +602,6 @@ def test_log_filter_redacts_dicom_uids_from_any_logger():
 # --------------------------------------------------------------------------- QA and metrics
 
 def _metric(c, name: str, **labels) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
     for family in text_string_to_metric_families(c.get("/metrics").text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -641,9 +639,6 @@ def test_qa_agreement_passes_and_metrics_count_everything(client):
 
 
 def test_qa_unit_uncertain_text_counts_and_thresholds_come_from_the_model():
-    from model_core.modeling.generation import structure_report
-    from serving.qa import review
-
     probs = np.full(14, 0.05, np.float32)
     probs[LABEL_INDEX["Pleural Effusion"]] = 0.35
     text = "FINDINGS: Cannot exclude small left pleural effusion. IMPRESSION: Possible small effusion."
@@ -679,8 +674,6 @@ def test_real_dicom_decoder_behind_the_upload_endpoint(tmp_path, dicom):
 
 def test_real_pacs_round_trip_and_outage(tmp_path, orthanc, dicom):
     """Orthanc (DICOMweb) + serving.ingest.PacsClient: report from UIDs, unknown UID 404, PACS down 503."""
-    from serving.ingest import PacsClient
-
     ds = dicom.build()
     pacs = PacsClient(orthanc.dicomweb, timeout=5)
     pacs.store([ds])
@@ -694,8 +687,6 @@ def test_real_pacs_round_trip_and_outage(tmp_path, orthanc, dicom):
         missing = body(study_id=study, images=[{"series_uid": series, "instance_uid": "1.2.3.4.5.6", "view": "PA"}])
         r = _post(c, missing, study=study)
         assert r.status_code == 404 and "1.2.3.4.5.6" in r.json()["detail"]
-    import socket
-
     with socket.socket() as sock:                       # a loopback port with nothing listening: PACS down
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]

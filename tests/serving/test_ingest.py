@@ -113,7 +113,7 @@ class _Answer:
         answer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 answer.requests += 1
                 self.send_response(answer.status)
                 self.send_header("Content-Length", "0")

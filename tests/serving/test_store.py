@@ -11,8 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from test_api import TOKENS, A, FakePacs, _post, fake_decode_dicom, fake_model
 
+import serving.store as store_mod
 from model_core.config import ConfigError, ServingConfig, load_config
-from serving.app import create_app, serving_config
+from rrg.cli import main
+from serving.app import create_app
+from serving.settings import parallelism, serving_config
 from serving.store import ReportStore, ReportStoreError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,8 +46,6 @@ def test_another_process_sees_the_reports(tmp_path):
 
 
 def test_retention_deletes_old_reports(tmp_path, monkeypatch):
-    import serving.store as store_mod
-
     store = ReportStore(tmp_path / "r.sqlite3", retention_days=1)
     now = store_mod.time.time()
     monkeypatch.setattr(store_mod.time, "time", lambda: now - 2 * 86400)
@@ -86,7 +87,7 @@ def test_reports_survive_a_service_restart(tmp_path):
 def test_serving_section_of_the_config_tree(tmp_path):
     cfg = load_config(REPO / "configs" / "demo.yaml", ["serving.max_batch=4", "serving.backend=torch"])
     assert isinstance(cfg.serving, ServingConfig) and cfg.serving.max_batch == 4
-    assert cfg.serving.backend == "torch" and cfg.serving.max_wait_ms == 100.0     # the seed's defaults
+    assert cfg.serving.backend == "torch" and cfg.serving.max_wait_ms == 100.0     # max batch 8, max wait 100 ms
     for override, key in (("serving.max_batch=0", "serving.max_batch"), ("serving.backend=tensorflow",
                                                                           "serving.backend"),
                           ("serving.backend=triton", "serving.triton_url"), ("serving.port=70000", "serving.port"),
@@ -101,8 +102,6 @@ def test_serving_section_of_the_config_tree(tmp_path):
 
 
 def test_rrg_serve_reports_bad_settings_before_starting(tmp_path, capsys, monkeypatch):
-    from rrg.cli import main
-
     model_dir = tmp_path / "no-model"
     assert main(["serve", "--model", str(model_dir), "--set", "serving.max_batch=0"]) == 2
     assert "serving.max_batch must be ≥ 1" in capsys.readouterr().err
@@ -113,8 +112,6 @@ def test_rrg_serve_reports_bad_settings_before_starting(tmp_path, capsys, monkey
 
 
 def test_parallelism_defaults_per_backend(monkeypatch):
-    from serving.app import parallelism
-
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert parallelism(ServingConfig()) == (4, 2)                        # ONNX Runtime: whole batches per core
     assert parallelism(ServingConfig(), "onnxruntime-fp32") == (4, 2)

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the report service (the names are part of its operations contract: docs/serving.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several apps in one process do not collide)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram("rrg_request_latency_seconds", "HTTP request latency by route",
+                                 ["route"], registry=self.registry,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.requests = Counter("rrg_requests_total", "HTTP requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.batch_size = Histogram("rrg_batch_size", "studies per model call (dynamic batching)",
+                                    registry=self.registry, buckets=(1, 2, 3, 4, 5, 6, 7, 8, 16, 32))
+        self.inference = Histogram("rrg_inference_seconds", "wall time of one batched model call",
+                                   registry=self.registry,
+                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.queue_depth = Gauge("rrg_queue_depth", "studies waiting for the model", registry=self.registry)
+        self.queue_rejections = Counter("rrg_queue_rejected_total", "requests refused with 429 (queue full)",
+                                        registry=self.registry)
+        self.critical = Counter("rrg_critical_findings_total", "critical findings listed in generated reports",
+                                ["finding"], registry=self.registry)
+        self.reports = Counter("rrg_reports_total", "reports generated", registry=self.registry)
+        self.flagged = Counter("rrg_review_flagged_reports_total", "reports flagged for radiologist review",
+                               registry=self.registry)
+        self.review_reasons = Counter("rrg_review_flags_total", "review reasons by kind "
+                                      "(detector_only, text_only, low_confidence)", ["kind"], registry=self.registry)
+        self.model_info = Gauge("rrg_model_info", "the model being served (value 1)", ["version", "backend"],
+                                registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

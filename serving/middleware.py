@@ -1,0 +1,101 @@
+"""The service's ASGI middleware: bearer-token auth before the body is read, the JSON body limit, per-route
+metrics, the audit of refused report requests, and one access-log line per request.
+
+Auth runs here rather than as a route dependency so that a request without a valid token is refused before its
+body is read or parsed (FastAPI parses the body before it solves a route's dependencies). The access log names
+the route template, never the URL path (which holds study ids); uvicorn's own access log is off (`serve`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from fastapi.responses import JSONResponse
+
+from serving.schemas import API
+from serving.service import ReportService
+
+log = logging.getLogger("serving")
+
+MAX_JSON_BYTES = 1024 * 1024
+
+_ROUTES = [
+    (re.compile(r"^/api/v1/studies/[^/]+/report$"), "/api/v1/studies/{study_id}/report", "report.write"),
+    (re.compile(r"^/api/v1/studies/[^/]+/report:upload$"), "/api/v1/studies/{study_id}/report:upload",
+     "report.write"),
+    (re.compile(r"^/api/v1/reports/[^/]+$"), "/api/v1/reports/{report_id}", "report.read"),
+    (re.compile(r"^/api/v1/reports/[^/]+/fhir$"), "/api/v1/reports/{report_id}/fhir", "report.read"),
+    (re.compile(r"^/api/v1/reports/[^/]+/text$"), "/api/v1/reports/{report_id}/text", "report.read"),
+]
+_OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def classify(path: str) -> tuple[str, str | None]:
+    """(route template, required scope); unknown /api paths need a token too, other paths are 'other'."""
+    for pattern, template, scope in _ROUTES:
+        if pattern.match(path):
+            return template, scope
+    if path in _OPEN_ROUTES:
+        return path, None
+    if path.startswith(API):
+        return "other-api", "report.read"
+    return "other", None
+
+
+class ServiceMiddleware:
+    """Pure ASGI middleware: bearer-token auth (before the body is read), per-route metrics, access log."""
+
+    def __init__(self, app, service: ReportService):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        route, needed = classify(scope["path"])
+        status = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if needed is not None and self.service.auth is not None:
+                headers = dict(scope.get("headers") or [])
+                authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+                principal = self.service.auth.authenticate(authorization)
+                if principal is None:
+                    detail = ("missing bearer token (Authorization: Bearer <token>)" if not authorization
+                              else "invalid bearer token")
+                    response = JSONResponse({"detail": detail}, 401,
+                                            headers={"WWW-Authenticate": 'Bearer realm="rrg"'})
+                    return await response(scope, receive, send_wrapper)
+                if needed not in principal.scopes:
+                    response = JSONResponse(
+                        {"detail": f"this token lacks the scope {needed!r} needed for {route}"}, 403,
+                        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
+                    return await response(scope, receive, send_wrapper)
+                scope.setdefault("state", {})["principal"] = principal
+            if route == "/api/v1/studies/{study_id}/report":
+                length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+                if not length.isdigit() or int(length) > MAX_JSON_BYTES:
+                    response = JSONResponse({"detail": f"JSON body above the {MAX_JSON_BYTES}-byte limit"}, 413)
+                    return await response(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            if needed == "report.write" and status[0] != 200:
+                # Refused or failed report requests are audited too (successes are audited by the service).
+                match = re.match(r"^/api/v1/studies/([^/]+)/", scope["path"])
+                state = scope.get("state") or {}
+                self.service.audit_event("report.create.refused" if status[0] < 500 else "report.create.failed",
+                                         state.get("principal"), match.group(1) if match else None, status[0],
+                                         unauthenticated=status[0] == 401)
+            metrics = self.service.metrics
+            metrics.latency.labels(route).observe(seconds)
+            metrics.requests.labels(route, str(status[0])).inc()
+            if route not in ("/metrics", "/healthz", "/readyz"):
+                log.info("%s %s → %d in %.0f ms", scope["method"], route, status[0], 1000 * seconds)
