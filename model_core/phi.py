@@ -35,7 +35,8 @@ PHI_PATTERNS: dict[str, tuple[str, str]] = {
     ),
     "date": (
         r"(?<![\w.])(?:" + "|".join(  # the same separator twice; no capturing groups (pandas warns on them)
-            rf"\d{{1,2}}{s}\d{{1,2}}{s}(?:\d{{4}}|\d{{2}})|(?:19|20)\d{{2}}{s}\d{{1,2}}{s}\d{{1,2}}" for s in ("/", r"\.", "-")
+            rf"\d{{1,2}}{s}\d{{1,2}}{s}(?:\d{{4}}|\d{{2}})|(?:19|20)\d{{2}}{s}\d{{1,2}}{s}\d{{1,2}}"
+            for s in ("/", r"\.", "-")
         ) + r")(?![\d]|\.\d)"
         r"|(?i:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?"
         r"\s+(?:19|20)\d{2}\b)",

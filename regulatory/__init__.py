@@ -1,17 +1,29 @@
 """Regulatory documentation: the 510(k) technical packet of one evaluated model version.
 
-The packet RECEIVES metrics (from `model_core.evaluation`) and the gate decision; it computes none.
+`build_packet(inputs, out_dir)` writes `<out_dir>/510k_packet_<model_name>_v<version>.zip` holding packet.json (the
+packet's content, the single source the two renderings are made from), packet.html, packet.pdf and SHA256SUMS;
+`verify_packet(zip_path)` re-hashes. `assemble.build_run_packet` gathers the inputs of one pipeline run.
+
+What the packet does and does not do
+  * It RECEIVES the evaluation metrics (`model_core.evaluation.evaluate_model`), the release-gate decision, the
+    data summary and the software provenance recorded with the model at training time; it computes no metric
+    and never samples the environment it is built in. Risk levels are read off the gate's own checks.
+  * No PHI: only known fields are copied out of the inputs (whitelist), numbers are type-checked, free text is
+    screened with `model_core.phi` for report text and identifiers, and formatted values (K-numbers, hashes,
+    timestamps, versions) must match their own formats. Report text, predictions and pixel data under any key
+    are never rendered.
+  * Reproducible: the creation timestamp is an input, every mapping is rendered in a fixed order, the PDF is
+    built with reportlab's `invariant=1` and the zip with fixed member dates, so the same inputs give
+    byte-identical files (and the same SHA256SUMS).
+
+Modules, in the order a packet is made: labeling (fixed text) → inputs (PacketInputs, predicate, readers) →
+sections (performance, gate, data, versions, monitoring) → risk → document (the packet's content) → view (blocks
+both renderings draw) → render_html, render_pdf → archive (zip, SHA256SUMS, verification).
 """
 
-from regulatory.packet import (
-    PacketInputs,
-    PacketVerificationError,
-    build_packet,
-    load_predicate,
-    packet_document,
-    software_versions,
-    verify_packet,
-)
+from regulatory.archive import PacketVerificationError, build_packet, verify_packet
+from regulatory.document import packet_document
+from regulatory.inputs import PacketInputs, load_predicate
 
 __all__ = [
     "PacketInputs",
@@ -19,6 +31,5 @@ __all__ = [
     "build_packet",
     "load_predicate",
     "packet_document",
-    "software_versions",
     "verify_packet",
 ]

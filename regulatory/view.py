@@ -1,0 +1,292 @@
+"""The view model of a packet document: titles, banners and sections as generic blocks (h, p, note, list,
+banner, table) that the HTML template and the PDF renderer both draw, so the two renderings show the same.
+"""
+
+from __future__ import annotations
+
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
+from regulatory.formatting import ci_text, fmt, fmt_ci, pair_text
+from regulatory.sections import LOWER_IS_BETTER, NOT_RECORDED, SPLITS, SUMMARY_KEYS
+
+
+def cell(text: str, tone: str | None = None) -> dict:
+    return {"text": text, "tone": tone}
+
+
+_RISK_TONE = {"acceptable": "good", "needs review": "warn", "unacceptable": "bad"}
+
+
+def table_block(header: list[str] | None, rows: list[list], widths: list[float], kv: bool = False,
+                tall: bool = False) -> dict:
+    """A table block; `widths` are fractions of the text width (sum 1); a cell's "\n" is a line break;
+    `tall` rows leave room for handwriting (signatures)."""
+    rows = [[c if isinstance(c, dict) else cell(str(c)) for c in row] for row in rows]
+    return {"kind": "table", "header": header, "rows": rows, "widths": widths, "kv": kv, "tall": tall}
+
+
+def view_model(doc: dict) -> dict:
+    """Titles, banners and sections as generic blocks (h, p, note, list, banner, table) both renderers draw."""
+    p, dev, pred, data, perf, gate = (doc[k] for k in ("packet", "device", "predicate", "data", "performance",
+                                                       "gate"))
+    rejected = p["status"] == "rejected"
+    title = "510(k) Premarket Notification - Technical Documentation Packet"
+    cover = [table_block(None, [
+        ["Device (model)", p["model_name"]],
+        ["Version", p["model_version"]],
+        ["Evaluation run", p["run_id"]],
+        ["Packet created (UTC)", p["created"]],
+        ["Release-gate decision", cell(gate["decision"].upper() + (" - NOT PROMOTED" if rejected else ""),
+                                        "bad" if rejected else "good")],
+        ["Packet schema", doc["schema"]],
+    ], [0.3, 0.7], kv=True)]
+    if rejected:
+        cover.append({"kind": "banner", "tone": "bad", "text": doc["release_statement"]})
+    if pred["placeholders"]:
+        cover.append({"kind": "banner", "tone": "warn", "text":
+                      "NOT SUBMISSION-READY: the predicate entry (configs/predicate.yaml) still holds placeholders "
+                      f"for: {', '.join(pred['placeholders'])}."})
+    cover.append({"kind": "note", "text": doc["phi_statement"]})
+
+    sections = []
+    sections.append({"title": "Device description and intended use", "blocks": [
+        {"kind": "h", "text": "Device description"}, {"kind": "p", "text": dev["description"]},
+        {"kind": "h", "text": "Intended use"}, {"kind": "p", "text": dev["intended_use"]},
+    ]})
+    sections.append({"title": "Indications for use and contraindications", "blocks": [
+        {"kind": "h", "text": "Indications for use"}, {"kind": "p", "text": dev["indications"]},
+        {"kind": "h", "text": "Contraindications"}, {"kind": "list", "items": dev["contraindications"]},
+        {"kind": "h", "text": "Warnings and precautions"}, {"kind": "list", "items": dev["warnings"]},
+    ]})
+
+    crit = perf["critical_findings"]
+    summ = perf["summary"]
+    subject_perf = (f"Test set, {perf['n_studies']} studies. Critical-finding sensitivity (95 % CI): "
+                    + "; ".join(f"{f} {pair_text(crit[f]['sensitivity'], crit[f]['sensitivity_ci'])}"
+                                for f in CRITICAL_FINDINGS)
+                    + f". Hallucination rate {ci_text(summ['hallucination rate'])}. "
+                    f"CE micro F1 {ci_text(summ['CE micro F1'])}.")
+    pred_name = f"{pred['device_name']} ({pred['k_number']})"
+    blocks = []
+    if pred["placeholders"]:
+        blocks.append({"kind": "banner", "tone": "warn", "text":
+                       "Predicate fields marked <<FILL ...>> are placeholders that Regulatory Affairs must replace "
+                       "with the predicate's cleared data; no K-number has been assumed."})
+    ident = [f"Manufacturer: {pred['manufacturer']}"]
+    for key, label in (("decision_date", "Decision date"), ("regulation_number", "Regulation"),
+                       ("product_code", "Product code"), ("device_class", "Class")):
+        if key in pred:
+            ident.append(f"{label}: {pred[key]}")
+    blocks.append(table_block(["Attribute", "Subject device", "Predicate device"], [
+        [cell("Device", "strong"), f"{p['model_name']} v{p['model_version']}",
+         f"{pred_name}. " + ". ".join(ident)],
+        [cell("Intended use", "strong"), dev["intended_use"], pred["intended_use"]],
+        [cell("Technology", "strong"), dev["technology"], pred["technology"]],
+        [cell("Input", "strong"), dev["input"], pred["input"]],
+        [cell("Output", "strong"), dev["output"], pred["output"]],
+        [cell("Performance", "strong"), subject_perf, pred["performance"]],
+    ], [0.15, 0.425, 0.425]))
+    blocks += [{"kind": "h", "text": "Substantial-equivalence discussion"},
+               {"kind": "p", "text": pred["equivalence_discussion"]}]
+    sections.append({"title": "Predicate device comparison", "blocks": blocks})
+
+    roles = dict(SPLITS)
+    split_rows = [[s, roles[s], "n/a" if data["studies_per_split"][s] is None else str(data["studies_per_split"][s]),
+                   "n/a" if data["images_per_split"][s] is None else str(data["images_per_split"][s])]
+                  for s, _ in SPLITS]
+    kv = [["Dataset", data["dataset"]], ["License", data["licence"]]]
+    if data["citation"]:
+        kv.append(["Citation", data["citation"]])
+    if data["label_source"]:
+        kv.append(["Label source", data["label_source"]])
+    blocks = [table_block(None, kv, [0.25, 0.75], kv=True),
+              {"kind": "h", "text": "Studies per split"},
+              table_block(["Split", "Role", "Studies", "Images"], split_rows, [0.12, 0.58, 0.15, 0.15]),
+              {"kind": "h", "text": "Data integrity hashes (SHA-256)"},
+              table_block(["Artifact", "SHA-256"], [
+                  ["Manifest (all splits)", cell(data["manifest_sha256"], "mono")],
+                  ["Image digest", cell(data["image_digest"], "mono")],
+                  ["Split assignment", cell(data["splits_sha256"] or "n/a", "mono")],
+              ], [0.24, 0.76]),
+              {"kind": "h", "text": "Representativeness"}]
+    for i, note in enumerate(data["notes"]):
+        blocks.append({"kind": "banner", "tone": "warn", "text": note} if i == 0 and data["is_iu_xray_demo"]
+                      else {"kind": "p", "text": note})
+    sections.append({"title": "Training, validation and test data", "blocks": blocks})
+
+    sections.append({"title": "Clinical performance", "blocks": _performance_blocks(perf)})
+    sections.append({"title": "Release-gate decision", "blocks": _gate_blocks(gate, rejected)})
+
+    risk = doc["risk_analysis"]
+    risk_rows = [[r["hazard"], r["cause"], r["mitigation"], f"{r['metric']}:\n{r['measured']}", r["criterion"],
+                  cell(f"{r['residual_risk'].upper()}\n{r['basis']}", _RISK_TONE[r["residual_risk"]])]
+                 for r in risk["rows"]]
+    sections.append({"title": "Risk analysis", "blocks": [
+        {"kind": "p", "text": "Hazard, cause, risk control and residual risk per hazard (ISO 14971). Each residual "
+                              "risk is read off the measured metric and its acceptance criterion: acceptable when "
+                              "the linked release-gate check passed, unacceptable when it failed, needs review when "
+                              "no acceptance criterion or measurement exists."},
+        table_block(["Hazard", "Cause", "Risk control (mitigation)", "Linked measurement", "Acceptance criterion",
+                     "Residual risk"], risk_rows, [0.14, 0.15, 0.2, 0.22, 0.13, 0.16]),
+        {"kind": "banner", "tone": "bad" if rejected else "warn", "text": "Overall residual risk: " + risk["overall"]},
+    ]})
+
+    sections.append({"title": "Software and model versions", "blocks": _versions_blocks(doc["versions"])})
+
+    sections.append({"title": "Release status", "blocks": [
+        {"kind": "banner", "tone": "bad" if rejected else "good", "text": doc["release_statement"]},
+        {"kind": "h", "text": "Review and approval"},
+        table_block(["Role", "Name", "Signature", "Date"],
+                    [["Prepared by (ML engineering)", "", "", ""], ["Reviewed by (Regulatory Affairs)", "", "", ""],
+                     ["Approved by (Quality Assurance)", "", "", ""]], [0.34, 0.26, 0.24, 0.16], tall=True),
+        {"kind": "note", "text": "Reproducibility: rebuilding this packet from the same run inputs yields "
+                                 "byte-identical packet.json, packet.html and packet.pdf; SHA256SUMS lists each "
+                                 "file's hash."},
+    ]})
+    for number, section in enumerate(sections, 1):
+        section["number"] = number
+    status = "REJECTED CANDIDATE - NOT PROMOTED" if rejected else "promoted by release gate"
+    return {"title": title, "subtitle": f"{p['model_name']} v{p['model_version']} - run {p['run_id']} - {p['created']}",
+            "cover": cover, "sections": sections, "rejected": rejected,
+            "running_head": f"510(k) packet - {p['model_name']} v{p['model_version']} - {status}",
+            "footer": "DRAFT - confidential - contains no PHI"}
+
+
+def _performance_blocks(perf: dict) -> list[dict]:
+    blocks = [{"kind": "p", "text":
+               f"Held-out test set: {perf['n_studies']} studies. The figures below were computed by the evaluation "
+               "pipeline (model_core.evaluation) and are reproduced unchanged. Intervals are 95 % study-level "
+               "percentile bootstrap intervals"
+               + (f" (n_boot = {perf['bootstrap']['n_boot']}, seed {perf['bootstrap']['seed']})"
+                  if perf["bootstrap"] and perf["bootstrap"]["n_boot"] is not None else "")
+               + ", except sensitivity and specificity (Wilson score). n/a: not defined (e.g. no positive cases) or "
+                 "not reported."}]
+
+    base = perf["baseline"]
+    rows = []
+    for key in SUMMARY_KEYS:
+        ci = perf["summary"][key]
+        rows.append([cell(key, "strong"), "lower" if key in LOWER_IS_BETTER else "higher", ci_text(ci),
+                     "n/a" if ci["n_boot"] is None else str(ci["n_boot"]),
+                     "not reported" if base is None or base[key] is None else ci_text(base[key])])
+    blocks += [{"kind": "h", "text": "Report quality and baseline comparison"},
+               table_block(["Metric", "Better", "Model (95 % CI)", "n_boot", "Template baseline (95 % CI)"], rows,
+                           [0.2, 0.1, 0.27, 0.1, 0.33])]
+
+    rows = []
+    for f in CRITICAL_FINDINGS:
+        c = perf["critical_findings"][f]
+        rows.append([cell(f, "strong"), fmt(c["threshold"]), pair_text(c["sensitivity"], c["sensitivity_ci"]),
+                     pair_text(c["specificity"], c["specificity_ci"]), f"{c['tp']} / {c['fn']}",
+                     f"{c['tn']} / {c['fp']}", f"{c['positives']} / {c['negatives']}", fmt(c["flag_rate"])])
+    blocks += [{"kind": "h", "text": "Critical findings: detection at the validation-chosen operating points"},
+               table_block(["Finding", "Threshold", "Sensitivity (95 % CI)", "Specificity (95 % CI)", "TP / FN",
+                            "TN / FP", "Pos / Neg", "Flag rate"], rows,
+                           [0.15, 0.09, 0.19, 0.19, 0.09, 0.1, 0.1, 0.09])]
+
+    rows = []
+    for label in CHEXPERT_LABELS:
+        r = perf["per_label"][label]
+        name = cell(label + (" *" if label in CRITICAL_FINDINGS else ""), "strong")
+        if r is None:
+            rows.append([name, "n/a", "n/a", "n/a", "not reported"])
+        else:
+            rows.append([name, str(r["support"]), fmt(r["precision"]), fmt(r["recall"]),
+                         fmt_ci(r["f1"], r["f1_ci_low"], r["f1_ci_high"])])
+    blocks += [{"kind": "h", "text": "Per-finding clinical efficacy (labeler on the draft vs reference labels)"},
+               table_block(["Finding (* critical)", "Support", "Precision", "Recall", "F1 (95 % CI)"], rows,
+                           [0.32, 0.12, 0.14, 0.14, 0.28])]
+
+    h = perf["hallucination"]
+    gt = h["vs_ground_truth"]
+    rows = [["Hallucination rate vs ground truth", ci_text(gt["rate"])],
+            ["Drafts with an unsupported critical assertion", f"{gt['reports_with_unsupported_critical']} of "
+                                                              f"{gt['reports']}"],
+            ["Unsupported / all critical assertions",
+             "n/a" if gt["critical_assertions"] is None else
+             f"{'n/a' if gt['unsupported_assertions'] is None else gt['unsupported_assertions']} / "
+             f"{gt['critical_assertions']} (per-assertion rate {fmt(gt['per_assertion_rate'])})"]]
+    if gt["by_finding"]:
+        rows.append(["Unsupported assertions by finding", "; ".join(
+            f"{f} {'n/a' if n is None else n}" for f, n in gt["by_finding"].items())])
+    if "vs_detection_head" in h:
+        rows.append(["Text vs detection head disagreement (QA flag rate)", ci_text(h["vs_detection_head"]["rate"])])
+    blocks += [{"kind": "h", "text": "Hallucination of critical findings"},
+               table_block(None, rows, [0.42, 0.58], kv=True)]
+
+    cal = perf["calibration"]
+    blocks.append({"kind": "h", "text": "Calibration of the detection head"})
+    if cal is None:
+        blocks.append({"kind": "p", "text": "Calibration: not reported."})
+    else:
+        blocks.append(table_block(None, [["Temperature (fitted on validation)", fmt(cal["temperature"], 3)],
+                                         ["Test ECE before temperature scaling", fmt(cal["test_ece_uncalibrated"], 4)],
+                                         ["Test ECE after temperature scaling", fmt(cal["test_ece"], 4)]],
+                                  [0.42, 0.58], kv=True))
+
+    lat = perf["latency"]
+    blocks.append({"kind": "h", "text": "Generation latency"})
+    if lat is None:
+        blocks.append({"kind": "p", "text": "Latency: not reported."})
+    else:
+        rows = []
+        for key, label in (("batch_1", "Batch 1, per report"), ("batch_8_per_report", "Batch 8, per report")):
+            r = lat[key]
+            rows.append([label] + (["n/a", "n/a", "n/a"] if r is None else [
+                fmt(r["p50_ms"], 0), fmt(r["p95_ms"], 0), "n/a" if r["n"] is None else str(r["n"])]))
+        blocks.append(table_block(["Setting", "p50 (ms)", "p95 (ms)", "n"], rows, [0.4, 0.2, 0.2, 0.2]))
+        beams = "n/a" if lat["num_beams"] is None else lat["num_beams"]
+        threads = "n/a" if lat["threads"] is None else lat["threads"]
+        blocks.append({"kind": "note", "text": f"Beam search with {beams} beams, {threads} CPU threads, on the "
+                                               "evaluation machine (not the deployment hardware)."})
+    return blocks
+
+
+def _gate_blocks(gate: dict, rejected: bool) -> list[dict]:
+    blocks = [{"kind": "banner", "tone": "bad" if rejected else "good",
+               "text": f"Decision: {gate['decision'].upper()} (gate {'FAILED' if rejected else 'passed'})"}]
+    if gate["reasons"]:
+        blocks += [{"kind": "h", "text": "Reasons"}, {"kind": "list", "items": gate["reasons"]}]
+    rows = [[c["name"], c["finding"] or "-", c["metric"], fmt(c["value"]), fmt(c["ci_low"]),
+             f"{c['comparison']} {fmt(c['threshold'])}",
+             cell("PASS" if c["passed"] else "FAIL", "good" if c["passed"] else "bad"), c["reason"]]
+            for c in gate["checks"]]
+    blocks += [{"kind": "h", "text": f"Checks ({len(gate['checks'])})"},
+               table_block(["Check", "Finding", "Metric", "Value", "CI low", "Criterion", "Result", "Reason"],
+                           rows or [["(no checks recorded)", "", "", "", "", "", "", ""]],
+                           [0.2, 0.11, 0.12, 0.065, 0.065, 0.095, 0.065, 0.28]),
+               {"kind": "note", "text": "Value is the point estimate and CI low the lower 95 % bound as supplied with "
+                                        "each check; the gate may compare a confidence bound rather than the point "
+                                        "estimate (see Reason and the gate configuration). Result is the gate's own "
+                                        "decision, reproduced unchanged."}]
+    if gate["config"]:
+        blocks += [{"kind": "h", "text": "Gate configuration"},
+                   table_block(None, [[k, "n/a" if v is None else str(v)] for k, v in gate["config"].items()],
+                               [0.45, 0.55], kv=True)]
+    return blocks
+
+
+def _versions_blocks(v: dict) -> list[dict]:
+    """Python, model_core, the git commit and whether the working tree was clean, package versions: as recorded
+    with the model at training time, or "not recorded"."""
+    if v["recorded"]:
+        blocks = [{"kind": "p", "text": "Recorded with the model at training time (the model card's provenance); "
+                                        "the environment this packet was built in is not sampled."}]
+        dirty = ("unknown" if v["git_dirty"] is None
+                 else cell("yes (not reproducible from the commit alone)", "bad") if v["git_dirty"] else "no")
+    else:
+        blocks = [{"kind": "banner", "tone": "warn", "text":
+                   "Software versions were not recorded with this model (its model card holds no provenance). "
+                   "The packet does not substitute the environment it is built in, so the software that trained "
+                   "this model is not named here."}]
+        dirty = NOT_RECORDED
+    blocks.append(table_block(None, [["Python", v["python"]], ["model_core", v["model_core"]],
+                                     ["Git commit", cell(v["git_commit"], "mono")],
+                                     ["Uncommitted changes at training", dirty]], [0.3, 0.7], kv=True))
+    blocks.append({"kind": "h", "text": "Package versions"})
+    if v["packages"]:
+        blocks.append(table_block(["Package", "Version"], [[k, val] for k, val in v["packages"].items()],
+                                  [0.5, 0.5]))
+    else:
+        blocks.append({"kind": "p", "text": "Package versions: "
+                                            + (NOT_RECORDED if v["packages"] is None else "none recorded") + "."})
+    return blocks

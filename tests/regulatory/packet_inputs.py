@@ -1,0 +1,139 @@
+"""Hand-made packet inputs (the shapes evaluation, the release gate and training write) and zip/PDF readers,
+shared by the tests of regulatory/."""
+
+from __future__ import annotations
+
+import copy
+import re
+import zipfile
+from pathlib import Path
+
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
+from regulatory import PacketInputs
+
+CREATED = "2025-11-28T03:24:00Z"
+# Strings that must never reach a packet (report text, an identifier, a made-up patient name).
+CANARIES = ("FINDINGS: the heart size is normal", "IMPRESSION: no acute", "XXXX", "Jane Canary-Doe", "987-65-4321",
+            "pixel_canary_blob")
+# model_card["provenance"] as training records it (model_core.provenance.collect_provenance).
+PROVENANCE = {"python": "3.11.9", "model_core": "0.1.0", "git_commit": "544817a" * 5 + "abcde", "git_dirty": False,
+              "packages": {"torch": "2.13.0+cpu", "transformers": "4.57.6", "reportlab": "5.1.0", "numpy": "1.26.4"}}
+
+
+def ci(value, low=None, high=None, n_boot=1000):
+    return {"value": value, "ci_low": low, "ci_high": high, "n_boot": n_boot}
+
+
+def critical(tp, fn, tn, fp, sens_ci, spec_ci, threshold=0.1):
+    pos, neg = tp + fn, tn + fp
+    return {"threshold": threshold, "sensitivity": tp / pos if pos else None, "sensitivity_ci": sens_ci,
+            "specificity": tn / neg if neg else None, "specificity_ci": spec_ci, "tp": tp, "fn": fn, "tn": tn,
+            "fp": fp, "ci_method": "Wilson score", "positives": pos, "negatives": neg,
+            "flag_rate": (tp + fp) / (pos + neg)}
+
+
+def make_metrics() -> dict:
+    """A hand-made metrics dict in the shape model_core.evaluation.evaluate_model returns (382 IU test studies)."""
+    per_label = {}
+    for i, label in enumerate(CHEXPERT_LABELS):
+        f1 = round(0.15 + 0.04 * i, 3)
+        per_label[label] = {"precision": f1, "recall": f1, "f1": f1, "support": 5 + 7 * i,
+                            "f1_ci_low": round(f1 - 0.08, 3), "f1_ci_high": round(f1 + 0.07, 3)}
+    hall = {"rate": ci(0.021, 0.008, 0.037), "reports_with_unsupported_critical": 8, "reports": 382,
+            "critical_assertions": 41, "unsupported_assertions": 9, "per_assertion_rate": 0.2195,
+            "by_finding": {"Pneumothorax": 1, "Fracture": 2, "Lung Lesion": 4, "Pleural Effusion": 2}}
+    return {
+        "n_studies": 382,
+        "bootstrap": {"n_boot": 1000, "seed": 0, "alpha": 0.05, "method": "percentile"},
+        "nlg": {"BLEU-4": ci(0.112, 0.098, 0.127)},
+        "clinical_efficacy": {"micro": {"f1": ci(0.412, 0.371, 0.455)}, "per_label": per_label},
+        "critical_findings": {
+            "Pneumothorax": critical(2, 1, 300, 79, (0.208, 0.939), (0.748, 0.829), 0.12),
+            "Fracture": critical(9, 2, 260, 111, (0.523, 0.949), (0.653, 0.745), 0.08),
+            "Lung Lesion": critical(15, 3, 240, 124, (0.608, 0.942), (0.609, 0.706), 0.10),
+            "Pleural Effusion": critical(13, 1, 310, 58, (0.685, 0.987), (0.802, 0.876), 0.15),
+        },
+        "hallucination": {"vs_ground_truth": hall,
+                          "vs_detection_head": {**hall, "rate": ci(0.034, 0.018, 0.052),
+                                                "reports_with_unsupported_critical": 13}},
+        "calibration": {"temperature": 1.37, "test_ece_uncalibrated": 0.0612, "test_ece": 0.0214},
+        "latency": {"num_beams": 4, "threads": 2, "batch_1": {"p50_ms": 412.3, "p95_ms": 530.8, "n": 20},
+                    "batch_8_per_report": {"p50_ms": 96.1, "p95_ms": 104.9, "n": 3}},
+        "summary": {"BLEU-1": ci(0.402, 0.381, 0.424), "BLEU-4": ci(0.112, 0.098, 0.127),
+                    "ROUGE-L": ci(0.331, 0.318, 0.345), "CE micro F1": ci(0.412, 0.371, 0.455),
+                    "CE macro F1": ci(0.238, 0.197, 0.281), "hallucination rate": hall["rate"]},
+        "baseline": {"BLEU-1": ci(0.311, 0.295, 0.327), "BLEU-4": ci(0.071, 0.062, 0.081),
+                     "ROUGE-L": ci(0.287, 0.276, 0.299), "CE micro F1": ci(0.356, 0.318, 0.396),
+                     "CE macro F1": ci(0.181, 0.149, 0.214)},
+        "generation": {"num_beams": 4},
+        "seconds": 812.4,
+    }
+
+
+def make_gate(passed: bool) -> dict:
+    """A gate decision; the failing one misses the 0.98 sensitivity target on the CI lower bound."""
+    target = 0.98 if not passed else 0.20
+    checks = []
+    for finding in CRITICAL_FINDINGS:
+        low = make_metrics()["critical_findings"][finding]["sensitivity_ci"][0]
+        sens = make_metrics()["critical_findings"][finding]["sensitivity"]
+        ok = low >= target
+        checks.append({"name": f"critical_sensitivity:{finding}", "finding": finding, "metric": "sensitivity",
+                       "value": sens, "ci_low": low, "threshold": target, "comparison": ">=", "passed": ok,
+                       "reason": f"{finding} sensitivity CI lower bound {low:.3f} "
+                                 f"{'>=' if ok else '<'} {target}"})
+    checks.append({"name": "hallucination_rate", "finding": None, "metric": "hallucination rate", "value": 0.021,
+                   "ci_low": 0.008, "threshold": 0.03 if not passed else 0.05, "comparison": "<",
+                   "passed": passed, "reason": "CI upper bound 0.037 vs the maximum"})
+    checks.append({"name": "specificity_floor:Pleural Effusion", "finding": "Pleural Effusion",
+                   "metric": "specificity", "value": 0.842, "ci_low": 0.802, "threshold": 0.6, "comparison": ">=",
+                   "passed": True, "reason": "CI lower bound 0.802 >= 0.6"})
+    failed = [c["name"] for c in checks if not c["passed"]]
+    return {"passed": not failed, "decision": "reject" if failed else "promote",
+            "reasons": [f"{name} failed" for name in failed],
+            "checks": checks,
+            "config": {"critical_sensitivity_target": target, "hallucination_rate_max": 0.03,
+                       "specificity_floor": 0.6, "gate_on_ci_lower_bound": True, "min_positives": 10}}
+
+
+def make_inputs(passed: bool = True, **overrides) -> PacketInputs:
+    fields = dict(
+        run_id="run-20251128-0324", model_name="rrg-demo", model_version="0.1.0+544817a", created=CREATED,
+        metrics=make_metrics(), gate=make_gate(passed),
+        data_summary={"dataset": "IU X-ray (Indiana University Chest X-ray Collection, Open-i), demo subset",
+                      "licence": "CC BY-NC-ND 4.0",
+                      "citation": "Demner-Fushman D, et al. J Am Med Inform Assoc. 2016;23(2):304-310",
+                      "label_source": "MeSH-derived CheXpert labels",
+                      "studies_per_split": {"train": 2473, "val": 275, "test": 382},
+                      "images_per_split": {"train": 2473, "val": 275, "test": 382},
+                      "manifest_sha256": "a" * 64, "image_digest": "sha256:" + "b" * 64, "splits_sha256": "c" * 64},
+        versions=copy.deepcopy(PROVENANCE),
+        monitoring={"drift": {"method": "MMD (permutation test)", "statistic": 0.0031, "p_value": 0.41,
+                              "threshold": 0.05, "drift_detected": False},
+                    "phi": {"passed": True, "checks_run": 6, "method": "DICOM header + OCR screen"}},
+    )
+    fields.update(overrides)
+    return PacketInputs(**fields)
+
+
+def read_zip(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def pdf_strings(pdf: bytes) -> str:
+    """The literal text strings of an uncompressed reportlab PDF (enough to search for rendered words)."""
+    raw = re.findall(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj", pdf)
+    return " ".join(r.replace(rb"\(", b"(").replace(rb"\)", b")").decode("cp1252") for r in raw)
+
+
+def rewrite_zip(src: Path, dst: Path, change: dict[str, bytes | None]) -> None:
+    """Copy a packet, replacing (bytes) or dropping (None) members: a tampered packet."""
+    files = read_zip(src)
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in files.items():
+            if name in change:
+                if change[name] is None:
+                    continue
+                data = change[name]
+            zf.writestr(name, data)
