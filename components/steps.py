@@ -71,6 +71,7 @@ def train(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Inpu
     import json
     import time
 
+    from model_core.artifacts import HISTORY, MODEL_CARD
     from model_core.config import Config, build_section
     from model_core.training.trainer import train_report_model
     from registry import tracking
@@ -78,36 +79,58 @@ def train(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Inpu
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
     model_dir = train_report_model(cfg, model.path)
-    history = json.loads((model_dir / "history.json").read_text())
+    history = json.loads((model_dir / HISTORY).read_text())
     tracking.log_history(tracking_uri, mlflow_run_id, history)
-    card = json.loads((model_dir / "model_card.json").read_text())
+    card = json.loads((model_dir / MODEL_CARD).read_text())
     model.metadata.update({"version": card["version"], "training_seconds": card["training_seconds"]})
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.train.seconds": time.perf_counter() - t0,
                                                         "training_seconds": card["training_seconds"]})
 
 
-def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
-             metrics: Output[Metrics], evaluation: Output[Artifact]) -> None:
-    """Baseline and candidate on the test split, side by side, with 95 % CIs."""
+def train_baseline(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+                   baseline: Output[Model]) -> None:
+    """The template baseline (CNN + report table) on the same data; runs beside `train`, compared in `evaluate`."""
     import json
     import time
     from pathlib import Path
 
+    from model_core.artifacts import BASELINE_SUMMARY
+    from model_core.config import Config, build_section
+    from model_core.evaluation.baseline import train_baseline as train_template_baseline
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    baseline_dir = Path(train_template_baseline(cfg, baseline.path))
+    summary = json.loads((baseline_dir / BASELINE_SUMMARY).read_text())
+    baseline.metadata.update({"kind": summary["kind"]})
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, baseline_dir / BASELINE_SUMMARY, "baseline")
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.train_baseline.seconds": time.perf_counter() - t0})
+
+
+def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model], baseline: Input[Model],
+             metrics: Output[Metrics], evaluation: Output[Artifact]) -> None:
+    """Candidate and template baseline on the test split, side by side, with 95 % CIs."""
+    import json
+    import time
+    from pathlib import Path
+
+    from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT
     from model_core.config import Config, build_section
     from model_core.evaluation.evaluate import evaluate_candidate
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
-    result = evaluate_candidate(cfg, model.path, evaluation.path)
+    result = evaluate_candidate(cfg, model.path, evaluation.path, baseline.path)
     flat = tracking.evaluation_metrics(result)
     for key, value in flat.items():
         metrics.log_metric(key, value)
     tracking.log_metrics(tracking_uri, mlflow_run_id, {**flat, "step.evaluate.seconds": time.perf_counter() - t0})
     out = Path(evaluation.path)
-    for name in ("metrics.json", "per_finding_f1.png", "calibration.png"):
+    for name in (METRICS, PER_FINDING_F1_PLOT, CALIBRATION_PLOT):
         tracking.log_artifacts(tracking_uri, mlflow_run_id, out / name, "evaluation")
-    tracking.log_artifacts(tracking_uri, mlflow_run_id, out / "baseline" / "eval" / "metrics.json", "evaluation/baseline")
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, out / BASELINE_EVAL_DIR / METRICS, "evaluation/baseline")
 
 
 def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: Input[Artifact],
@@ -116,12 +139,13 @@ def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: In
     import json
     from pathlib import Path
 
+    from model_core.artifacts import METRICS
     from model_core.config import Config, build_section
     from model_core.evaluation.gates import gate_decision
     from registry import tracking
 
     cfg = build_section(Config, json.loads(config_json))
-    result = gate_decision(json.loads((Path(evaluation.path) / "metrics.json").read_text()), cfg.gate)
+    result = gate_decision(json.loads((Path(evaluation.path) / METRICS).read_text()), cfg.gate)
     Path(decision.path).write_text(json.dumps(result, indent=2))
     decision.metadata.update({"passed": result["passed"], "decision": result["decision"]})
     tracking.set_tags(tracking_uri, mlflow_run_id, {"gate.passed": str(result["passed"]).lower(),
@@ -131,15 +155,19 @@ def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: In
     return bool(result["passed"])
 
 
-def export(tracking_uri: str, mlflow_run_id: str, model: Input[Model], onnx_model: Output[Model]) -> None:
+def export(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
+           onnx_model: Output[Model]) -> None:
     """ONNX export (FP32 + INT8 LM), parity check, latency; TensorRT only where it imports."""
+    import json
     import time
 
-    from model_core.export.onnx_export import export_onnx
+    from model_core.config import Config, build_section
+    from model_core.export.step import export_onnx
     from registry import tracking
 
     t0 = time.perf_counter()
-    report = export_onnx(model.path, onnx_model.path)
+    cfg = build_section(Config, json.loads(config_json))
+    report = export_onnx(model.path, onnx_model.path, data_cfg=cfg.data)
     onnx_model.metadata.update({k: v for k, v in report.items() if isinstance(v, (str, int, float, bool))})
     tracking.log_artifacts(tracking_uri, mlflow_run_id, onnx_model.path, "onnx")
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.export.seconds": time.perf_counter() - t0})
@@ -178,7 +206,8 @@ def register_model(model_name: str, tracking_uri: str, mlflow_run_id: str, model
     return json.dumps(result)
 
 
-STEPS = (validate_data, eda, train, evaluate, gate, export, regulatory_packet, register_model)
+# DAG order; `pipelines.local` lists step times in this order.
+STEPS = (validate_data, eda, train, train_baseline, evaluate, gate, export, regulatory_packet, register_model)
 
 
 def build_components(image: str) -> SimpleNamespace:

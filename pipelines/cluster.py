@@ -3,7 +3,11 @@
 import os
 from pathlib import Path
 
+import kfp
+from kfp import compiler
+
 from model_core import __version__
+from pipelines.training import build_pipeline
 
 MONTHLY_CRON = "0 0 2 1 * *"          # KFP cron has a seconds field: 02:00 on the 1st of every month
 MONTHLY_CRON_5 = "0 2 1 * *"          # the same schedule in classic 5-field cron
@@ -16,11 +20,8 @@ def component_image(image_registry: str, name: str = "rrg-components", tag: str 
 
 
 def compile_pipeline(out: str | os.PathLike, image_registry: str) -> Path:
-    """Compile the cluster variant (GPU train step, secret-sourced credentials) to Kubeflow IR YAML."""
-    from kfp import compiler
-
-    from pipelines.training import build_pipeline
-
+    """Compile the cluster variant (GPU train step, CPU for the rest, secret-sourced credentials) to Kubeflow
+    IR YAML."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")  # the compiler wants a .yaml suffix
@@ -33,10 +34,8 @@ def schedule_monthly(host: str, package_path: str | os.PathLike, experiment: str
                      job_name: str = "rrg-monthly-retrain", params: dict | None = None, cron: str = MONTHLY_CRON,
                      existing_token: str | None = None):
     """Create the monthly recurring run on a KFP API server (kfp.Client)."""
-    import kfp
-
     client = kfp.Client(host=host, existing_token=existing_token)
     exp = client.create_experiment(name=experiment)
     return client.create_recurring_run(
-        experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron, pipeline_package_path=str(package_path),
-        params=params or {}, enabled=True, max_concurrency=1, no_catchup=True)
+        experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron,
+        pipeline_package_path=str(package_path), params=params or {}, enabled=True, max_concurrency=1, no_catchup=True)

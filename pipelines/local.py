@@ -11,9 +11,16 @@ import os
 import time
 from pathlib import Path
 
+import mlflow
+from kfp import local
+
+from components.steps import STEPS
 from model_core import __version__
+from model_core.artifacts import METRICS, MODEL_CARD
 from model_core.config import Config
 from model_core.files import atomic_write_text
+from pipelines.training import build_pipeline
+from registry import tracking
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +30,6 @@ LOCAL_IMAGE = f"rrg-components:{__version__}"  # recorded in the local IR; Subpr
 def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg-report-generator",
                  summary_json: str | os.PathLike | None = None) -> dict:
     """Run the whole pipeline on `cfg`; outputs under out_dir (kfp/, mlflow/). Returns the summary dict."""
-    from kfp import local
-
-    from pipelines.training import build_pipeline
-    from registry import tracking
-
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -63,23 +65,30 @@ def latest_model_dir(out_dir: str | os.PathLike) -> Path | None:
     out_dir = Path(out_dir)
     try:
         model_dir = Path(json.loads((out_dir / "summary.json").read_text())["model_dir"])
-        if (model_dir / "model_card.json").is_file():
+        if (model_dir / MODEL_CARD).is_file():
             return model_dir
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    cards = sorted(out_dir.glob("kfp/*/train/model/model_card.json"), key=lambda p: p.stat().st_mtime)
+    cards = sorted(out_dir.glob(f"kfp/*/train/model/{MODEL_CARD}"), key=lambda p: p.stat().st_mtime)
     return cards[-1].parent if cards else None
 
 
-def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
-    """Per-step times, key metrics with CIs (model and baseline), gate decision, registry result, paths."""
-    import mlflow
+def step_seconds(metrics: dict) -> dict:
+    """`step.<name>.seconds` metrics as {name: seconds}, in the DAG order of `components.steps.STEPS`
+    (a step missing from STEPS comes last)."""
+    order = {fn.__name__: i for i, fn in enumerate(STEPS)}
+    times = {k.split(".")[1]: round(v, 1) for k, v in metrics.items() if k.startswith("step.")}
+    return dict(sorted(times.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
+
+def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
+    """Per-step times (in DAG order), key metrics with CIs (model and baseline), gate decision, registry
+    result, paths."""
     run = mlflow.MlflowClient(uri).get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    steps = {k.split(".")[1]: round(v, 1) for k, v in metrics.items() if k.startswith("step.")}
+    steps = step_seconds(metrics)
     run_root = max((out / "kfp").glob("*/"), key=lambda p: p.stat().st_mtime)
-    evaluation = json.loads((run_root / "evaluate" / "evaluation" / "metrics.json").read_text())
+    evaluation = json.loads((run_root / "evaluate" / "evaluation" / METRICS).read_text())
     packets = sorted(run_root.glob("regulatory-packet/packet/*.zip"))
     return {
         "mlflow_run_id": run_id, "tracking_uri": uri, "steps_seconds": steps,
@@ -93,6 +102,7 @@ def collect_summary(uri: str, run_id: str, registered: dict, out: Path) -> dict:
                  "reasons": json.loads(tags.get("gate.reasons", "[]"))},
         "registered": registered,
         "model_dir": str(run_root / "train" / "model"),
+        "baseline_dir": str(run_root / "train-baseline" / "baseline"),
         "packet": str(packets[-1]) if packets else None,
     }
 
@@ -127,6 +137,7 @@ def format_summary(summary: dict) -> str:
     reg = summary["registered"]
     lines.append(f"  registry: {reg['name']} version {reg['version']} -> {reg['status']} (aliases {reg['aliases']})")
     lines.append(f"  model directory: {summary['model_dir']}")
+    lines.append(f"  baseline directory: {summary['baseline_dir']}")
     lines.append(f"  510(k) packet: {summary['packet']}")
     lines.append(f"  MLflow UI: {summary['mlflow_ui']}")
     return "\n".join(lines)

@@ -1,14 +1,17 @@
 """The monthly training pipeline: wiring only (step logic lives in the libraries).
 
-    validate_data ─► eda
-         └─► train ─► evaluate ─► gate ─► export ─► regulatory_packet ─┬─ If passed ─► register_model (champion)
-                                                                       └─ Else ──────► register_model (rejected)
+    validate_data ─┬─► eda
+                   ├─► train ──────────┬─► evaluate ─► gate ─► export ─► regulatory_packet ─┬─ passed ─► register_model
+                   └─► train_baseline ─┘                                                    └─ else ───► register_model
+    (register_model marks the version `champion` when the gate passed, `rejected` otherwise)
 
-On a cluster the train step asks for one `nvidia.com/gpu` on a GPU node (node selector + toleration),
-and every step reads MLflow / S3 credentials from Kubernetes secrets (`cluster=True`).
+train and train_baseline depend only on validate_data, so a cluster runs them side by side (kfp.local runs
+the DAG one step at a time). On a cluster the train step asks for one `nvidia.com/gpu` on a GPU node (node
+selector + toleration); every other step, train_baseline included, is a CPU step. Every step reads MLflow / S3
+credentials from Kubernetes secrets (`cluster=True`).
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.steps import build_components
 
@@ -29,8 +32,6 @@ def build_pipeline(image: str, cluster: bool = False):
     def on_cluster(task, gpu: bool = False):
         if not cluster:
             return task
-        from kfp import kubernetes
-
         for secret, keys in SECRETS.items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={v: k for k, v in keys.items()})
         if gpu:
@@ -45,15 +46,17 @@ def build_pipeline(image: str, cluster: bool = False):
         validated = on_cluster(c.validate_data(config_json=config_json, **common))
         on_cluster(c.eda(config_json=config_json, dataset=validated.outputs["dataset"], **common))
         trained = on_cluster(c.train(config_json=config_json, dataset=validated.outputs["dataset"], **common), gpu=True)
-        evaluated = on_cluster(c.evaluate(config_json=config_json, model=trained.outputs["model"], **common))
+        baseline = on_cluster(c.train_baseline(config_json=config_json, dataset=validated.outputs["dataset"], **common))
+        evaluated = on_cluster(c.evaluate(config_json=config_json, model=trained.outputs["model"],
+                                          baseline=baseline.outputs["baseline"], **common))
         gated = on_cluster(c.gate(config_json=config_json, evaluation=evaluated.outputs["evaluation"], **common))
-        exported = on_cluster(c.export(model=trained.outputs["model"], **common))
+        exported = on_cluster(c.export(config_json=config_json, model=trained.outputs["model"], **common))
         exported.after(gated)
         packet = on_cluster(c.regulatory_packet(
             model_name=model_name, dataset=validated.outputs["dataset"], model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"], decision=gated.outputs["decision"], **common))
         packet.after(exported)
-        with dsl.If(gated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 — KFP condition syntax
+        with dsl.If(gated.outputs["Output"] == True, name="gate-passed"):  # KFP condition syntax (E712 off here)
             promoted = on_cluster(c.register_model(model_name=model_name, model=trained.outputs["model"],
                                                    decision=gated.outputs["decision"], **common))
             promoted.set_display_name("register-and-promote")

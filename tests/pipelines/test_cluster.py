@@ -23,7 +23,8 @@ def test_compiled_pipeline_has_every_step_and_the_gate_condition(compiled):
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {component_image("registry.example.org/radiology")}
     names = set(spec["components"])
-    for step in ("validate-data", "eda", "train", "evaluate", "gate", "export", "regulatory-packet", "register-model"):
+    for step in ("validate-data", "eda", "train", "train-baseline", "evaluate", "gate", "export", "regulatory-packet",
+                 "register-model"):
         assert f"comp-{step}" in names
     text = json.dumps(spec)
     assert "gate-passed" in text and "gate-failed" in text and "triggerPolicy" in text
@@ -39,6 +40,27 @@ def test_train_requests_a_gpu_node_and_secrets_not_literals(compiled):
     secret_names = {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])}
     assert secret_names == {"mlflow-credentials", "s3-credentials"}
     assert "password" not in json.dumps(spec).lower()
+
+
+def test_baseline_trains_beside_the_model_and_feeds_evaluate(compiled):
+    spec, platform = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["train"]["dependentTasks"] == ["validate-data"]
+    assert tasks["train-baseline"]["dependentTasks"] == ["validate-data"]       # in parallel with train
+    assert set(tasks["evaluate"]["dependentTasks"]) == {"train", "train-baseline"}
+    assert set(tasks["evaluate"]["inputs"]["artifacts"]) == {"model", "baseline"}
+    assert "config_json" in tasks["export"]["inputs"]["parameters"]
+
+
+def test_only_train_requests_a_gpu(compiled):
+    spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = {name for name, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
+    assert gpu == {"exec-train"}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "nodeSelector" not in k8s["exec-train-baseline"] and "tolerations" not in k8s["exec-train-baseline"]
+    assert {s["secretName"] for s in k8s["exec-train-baseline"]["secretAsEnv"]} == {"mlflow-credentials",
+                                                                                 "s3-credentials"}
 
 
 def test_image_registry_must_be_valid(tmp_path):
@@ -57,7 +79,7 @@ class _Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length)
         _Recorder.requests.append((self.path, body))
@@ -68,7 +90,7 @@ class _Recorder(BaseHTTPRequestHandler):
         else:
             self._reply({"recurring_run_id": "rr-1", "display_name": "rrg-monthly-retrain"})
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         _Recorder.requests.append((self.path, b""))
         self._reply({})
 

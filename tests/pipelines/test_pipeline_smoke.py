@@ -5,12 +5,15 @@ pass (→ champion) and one with the real clinical gate (→ rejected: too few c
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 
+from model_core.artifacts import BASELINE_SUMMARY
 from model_core.config import REPO_ROOT, load_config
 from pipelines.local import format_summary, latest_model_dir, run_pipeline
 from registry import models, tracking
+from regulatory.archive import verify_packet
 
 PERMISSIVE_GATE = ["gate.critical_sensitivity_min=-1.0", "gate.min_positives=0", "gate.specificity_floor=0.0",
                    "gate.hallucination_rate_max=1.01", "gate.gate_on_ci_lower_bound=false"]
@@ -35,7 +38,9 @@ def test_passing_gate_promotes_to_champion(pipeline_runs):
     uri, passing, _, root = pipeline_runs
     assert passing["gate"]["passed"] and passing["registered"]["status"] == "champion"
     assert "champion" in passing["registered"]["aliases"]
-    assert set(passing["steps_seconds"]) >= {"validate_data", "eda", "train", "evaluate", "export", "regulatory_packet"}
+    assert set(passing["steps_seconds"]) >= {"validate_data", "eda", "train", "train_baseline", "evaluate", "export",
+                                             "regulatory_packet"}
+    assert (Path(passing["baseline_dir"]) / BASELINE_SUMMARY).is_file()
     assert json.loads((root / "pass.json").read_text())["model_dir"] == passing["model_dir"]
     assert str(latest_model_dir(root / "pass")) == passing["model_dir"]          # what the benchmarks default to
     assert latest_model_dir(root / "nothing-here") is None
@@ -60,12 +65,13 @@ def test_run_has_lineage_params_metrics_and_artifacts(pipeline_runs):
     assert len(run.data.params["data.manifest_sha256"]) == 64 and "software.model_version" in run.data.tags
     assert "stage2.train.loss_report" in run.data.metrics and "eval.BLEU-4.ci_low" in run.data.metrics
     top = {a.path for a in client.list_artifacts(passing["mlflow_run_id"])}
-    assert {"evaluation", "eda", "validation", "onnx", "packet", "gate"} <= top  # the model: an MLflow 3 logged model
+    # the model: an MLflow 3 logged model, not a run artifact
+    assert {"evaluation", "eda", "validation", "baseline", "onnx", "packet", "gate"} <= top
 
 
 def test_packet_download_verifies_hashes(pipeline_runs, tmp_path):
     uri, passing, _, _ = pipeline_runs
-    path = models.download_packet(uri, "smoke-model", passing["registered"]["version"], tmp_path)
+    path = models.download_packet(uri, "smoke-model", passing["registered"]["version"], tmp_path, verify=verify_packet)
     with zipfile.ZipFile(path) as z:
         assert {"packet.pdf", "packet.html", "packet.json", "SHA256SUMS"} <= set(z.namelist())
 
