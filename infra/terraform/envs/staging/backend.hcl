@@ -1,0 +1,6 @@
+# terraform init -backend-config=backend.hcl   (the state bucket is made once, by hand: docs/cluster.md)
+bucket       = "rrg-terraform-state-111122223333"
+key          = "staging/terraform.tfstate"
+region       = "eu-central-1"
+encrypt      = true
+use_lockfile = true
