@@ -9,6 +9,9 @@ Endpoints (see docs/serving.md and /openapi.json):
     GET  /api/v1/reports/{report_id}               the report (ReportResponse)
     GET  /api/v1/reports/{report_id}/fhir          HL7 FHIR R4 DiagnosticReport (preliminary)
     GET  /api/v1/reports/{report_id}/text?template=structured|narrative|impression   text/plain
+    GET  /api/v1/reports/{report_id}/heatmaps/{finding}  PNG: a finding's heatmap over each view (report.read)
+    POST /api/v1/reports/{report_id}/feedback      a radiologist's sign-off (FeedbackRequest; scope report.feedback)
+    GET|POST /api/v1/admin/automation              pause / resume automated reports (scope service.admin)
     GET  /healthz  /readyz  /metrics
 
 The rooms: serving/routes (one router per group of endpoints), serving/deps.py (what routes depend on),
@@ -23,6 +26,7 @@ per request that names the route template, the status and the time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -32,8 +36,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from model_core.config import ServingConfig
+from model_core.config import MonitoringConfig, ServingConfig
+from model_core.prediction_log import PredictionLog
 from serving.auth import AuthConfigError, Authenticator, load_tokens
+from serving.automation import AutomationControl
 from serving.backends import LoadedModel, ModelSourceError
 from serving.dicom import decode_dicom as default_decode_dicom
 from serving.http_errors import install_error_handlers
@@ -41,20 +47,22 @@ from serving.ingest import PacsClient
 from serving.logs import RedactUidFilter, configure_logging
 from serving.middleware import ServiceMiddleware
 from serving.report_text import render_text
-from serving.routes import health, reports, reports_read
+from serving.routes import admin, feedback, health, heatmaps, reports, reports_read
 from serving.schemas import UploadOptions
 from serving.service import ReportService, load_configured_model
 from serving.settings import parallelism, serving_config
 from serving.store import ReportStore
 
 log = logging.getLogger("serving")
+_KEEP = object()        # create_app: no validated_pool override
 
 
 def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any = None,
                tokens: str | dict | None = None, *, model: LoadedModel | None = None,
                decode_dicom: Callable | None = None, audit_log: str | os.PathLike | None = None,
                report_store: str | os.PathLike | None = None, allow_anonymous: bool = False,
-               config: ServingConfig | None = None, **config_overrides) -> FastAPI:
+               config: ServingConfig | None = None, monitoring: MonitoringConfig | None = None,
+               prediction_log: str | None = None, **config_overrides) -> FastAPI:
     """The FastAPI app. The model is loaded when the app starts (lifespan), not here.
 
     model_source: a model directory or `models:/NAME@ALIAS`; `model` injects an already loaded model instead
@@ -64,13 +72,21 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     app refuses to start unless allow_anonymous=True (development only).
     decode_dicom: `(bytes, size) -> (tensor (1,size,size), safe_metadata)`; default `serving.dicom.decode_dicom`.
     audit_log / report_store: the audit log (JSONL) and the report store (SQLite file, or ":memory:"); default
-    $RRG_AUDIT_LOG / $RRG_REPORT_STORE, else the config's (runs/serving/…).
+    $RRG_AUDIT_LOG / $RRG_REPORT_STORE, else the config's (runs/serving/…); the validated-study pool likewise
+    ($RRG_VALIDATED_POOL, else serving.validated_pool).
     config / config_overrides: a `model_core.config.ServingConfig` (the `serving:` section of the config tree)
     and fields to override in it (max_batch, max_wait_ms, max_queue, backend, precision, …).
+    monitoring / prediction_log: the `monitoring:` section (its log_url and retention_days) and an override of the
+    prediction log's location (SQLite path or SQLAlchemy URL); default $RRG_PREDICTION_LOG, else monitoring.log_url.
+    The same database holds the automation switch (serving.automation).
     """
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
+    # validated_pool=None in the overrides turns the pool off (serving_config ignores None overrides)
+    pool = config_overrides.pop("validated_pool", os.environ.get("RRG_VALIDATED_POOL") or _KEEP)
     config = serving_config(config, **config_overrides)
+    if pool is not _KEEP:
+        config = dataclasses.replace(config, validated_pool=pool)
     token_table = load_tokens(tokens)
     if not token_table and not allow_anonymous:
         raise AuthConfigError("no API tokens configured: set RRG_API_TOKENS (see serving/auth.py) or pass "
@@ -82,7 +98,9 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
         pacs=pacs_client, decode_dicom=decode_dicom or default_decode_dicom,
         auth=Authenticator(token_table) if token_table else None,
         audit_path=Path(audit_log or os.environ.get("RRG_AUDIT_LOG") or config.audit_log),
-        report_store_path=str(report_store or os.environ.get("RRG_REPORT_STORE") or config.report_store))
+        report_store_path=str(report_store or os.environ.get("RRG_REPORT_STORE") or config.report_store),
+        prediction_log_url=prediction_log_url(monitoring, prediction_log),
+        log_retention_days=(monitoring or MonitoringConfig()).retention_days)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -95,12 +113,14 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     app = FastAPI(
         title="Chest X-ray report generator", version="1.0.0", lifespan=lifespan,
         description="Draft chest X-ray reports for radiologist review (not for autonomous diagnosis). "
-                    "Bearer tokens with scopes report.write / report.read (see docs/serving.md).",
+                    "Bearer tokens with scopes report.write / report.read / report.feedback / service.admin "
+                    "(see docs/serving.md).",
     )
     app.state.service = service
     app.add_middleware(ServiceMiddleware, service=service)
     install_error_handlers(app)
-    for router in (health.router, reports.router, reports_read.router):
+    for router in (health.router, reports.router, reports_read.router, heatmaps.router, feedback.router,
+                   admin.router):
         app.include_router(router)
     app.openapi = lambda: _openapi_with_upload_options(app)
     return app
@@ -120,8 +140,15 @@ def _openapi_with_upload_options(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+def prediction_log_url(monitoring: MonitoringConfig | None = None, override: str | None = None) -> str:
+    """Where the prediction log (and the automation switch) lives: override, $RRG_PREDICTION_LOG, else the
+    `monitoring:` section's log_url."""
+    return override or os.environ.get("RRG_PREDICTION_LOG") or (monitoring or MonitoringConfig()).log_url
+
+
 def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, *, tokens: str | None = None,
-          log_level: str = "info", allow_anonymous: bool = False, **overrides) -> None:
+          log_level: str = "info", allow_anonymous: bool = False, monitoring: MonitoringConfig | None = None,
+          **overrides) -> None:
     """Run the service with uvicorn (blocking; one process: the model and the batcher live in it).
 
     model_source: a model directory or models:/NAME@ALIAS (MLflow registry from MLFLOW_TRACKING_URI).
@@ -131,7 +158,8 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     default to $RRG_API_TOKENS. Everything that can be wrong is checked before the port opens: the config and
     the token configuration (ConfigError / AuthConfigError, ValueErrors) first, then the report store
     (ReportStoreError) and the model (ModelSourceError; RuntimeErrors); each carries a message meant for the
-    user (`error: <message>`).
+    user (`error: <message>`). The prediction log and the automation switch (`monitoring.log_url`, or
+    $RRG_PREDICTION_LOG) are opened before the port opens too (PredictionLogError / AutomationStateError).
     """
     config = serving_config(config, **overrides)
     configure_logging(log_level)
@@ -142,9 +170,12 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     pacs = PacsClient(pacs_url) if pacs_url else None
     store_path = os.environ.get("RRG_REPORT_STORE") or config.report_store
     ReportStore(store_path, config.report_retention_days).close()       # fails here, before the port opens
+    log_url = prediction_log_url(monitoring)
+    PredictionLog(log_url).close()
+    AutomationControl(log_url).close()
     model = load_configured_model(model_source, config)
     app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, report_store=store_path,
-                     allow_anonymous=allow_anonymous, config=config)
+                     allow_anonymous=allow_anonymous, config=config, monitoring=monitoring, prediction_log=log_url)
     # access_log=False: uvicorn's access log prints URL paths, which hold study ids; ServiceMiddleware logs
     # the route template instead.
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False, workers=1)

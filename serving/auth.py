@@ -4,11 +4,14 @@ Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=
 
     RRG_API_TOKENS="<token>[:<scope>[+<scope>…]][,<scope>…],<token>…"
 
-- entries are comma-separated; an entry `TOKEN` alone holds every scope;
+- entries are comma-separated; an entry `TOKEN` alone holds every scope but `service.admin`, which a token
+  gets only by naming it (least privilege for the switch that changes every report);
 - `TOKEN:scope` gives that token the scope; further scopes follow with `+`, or as the next comma-separated
   items as long as they are scope names (so `tokA:report.write,report.read,tokB:report.read` gives tokA both
   scopes and tokB read only);
-- scopes: `report.write` (POST …/report, …/report:upload) and `report.read` (GET /api/v1/reports/…);
+- scopes: `report.write` (POST …/report, …/report:upload), `report.read` (GET /api/v1/reports/…),
+  `report.feedback` (POST /api/v1/reports/{id}/feedback: a radiologist's sign-off) and `service.admin`
+  (GET/POST /api/v1/admin/automation: pause or resume automated reports);
   `/healthz`, `/readyz`, `/metrics` and the OpenAPI document need no token (they carry no PHI);
 - a token is at least 16 characters of [A-Za-z0-9._~-]
   (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`).
@@ -17,9 +20,10 @@ A token is identified in logs and the audit log only by `token_id`: the first 16
 Requests without a valid token get 401 (with `WWW-Authenticate: Bearer`), with a valid token lacking the
 scope 403 (`error="insufficient_scope"`).
 
-The audit log is a JSONL file opened in append mode: one line per report request or report read, holding
-when, who (token id), the study id's SHA-256, the report id, the model version, the review flag and the HTTP
-status; no report text, no clinical context, no UIDs in clear.
+The audit log is a JSONL file opened in append mode: one line per report request, report read, sign-off or
+automation change, holding when, who (token id), the study id's SHA-256, the report id, the model version, the
+review flag and the HTTP status (and for automation changes the state and the operator's reason, screened for
+identifiers); no report text, no clinical context, no UIDs in clear.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCOPES = ("report.write", "report.read")
+SCOPES = ("report.write", "report.read", "report.feedback", "service.admin")
+DEFAULT_SCOPES = ("report.write", "report.read", "report.feedback")      # a token listed without scopes
 ENV_TOKENS = "RRG_API_TOKENS"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~\-]{16,512}$")
 
@@ -78,7 +83,7 @@ def parse_tokens(spec: str) -> dict[str, Principal]:
         entries.append((token, scopes))
     out: dict[str, Principal] = {}
     for token, scopes in entries:
-        out[sha256_hex(token)] = Principal(token_id(token), frozenset(scopes or SCOPES))
+        out[sha256_hex(token)] = Principal(token_id(token), frozenset(scopes or DEFAULT_SCOPES))
     return out
 
 
@@ -117,12 +122,13 @@ class AuditLog:
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def record(self, event: str, who: str | None, study_id: str | None, status: int, model_version: str | None,
-               report_id: str | None = None, requires_review: bool | None = None) -> None:
+               report_id: str | None = None, requires_review: bool | None = None,
+               detail: dict | None = None) -> None:
         entry = {
             "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "event": event, "who": who, "study_sha256": sha256_hex(study_id) if study_id else None,
             "report_id": report_id, "model_version": model_version, "requires_review": requires_review,
-            "status": status,
+            "status": status, **({"detail": detail} if detail else {}),
         }
         line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock:

@@ -156,6 +156,9 @@ def safe_metadata(ds: Dataset) -> dict:
         "bits_stored": _int(ds, "BitsStored"),
         "photometric": _text(ds, "PhotometricInterpretation"),
         "transfer_syntax": str(tsyntax) if tsyntax else None,
+        # the device type, never the device (no station name, serial number or institution)
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model_name": _text(ds, "ManufacturerModelName"),
         "sop_instance_uid": _text(ds, "SOPInstanceUID"),
         "series_instance_uid": _text(ds, "SeriesInstanceUID"),
         "study_instance_uid": _text(ds, "StudyInstanceUID"),

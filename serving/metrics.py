@@ -28,8 +28,22 @@ class Metrics:
         self.reports = Counter("rrg_reports_total", "reports generated", registry=self.registry)
         self.flagged = Counter("rrg_review_flagged_reports_total", "reports flagged for radiologist review",
                                registry=self.registry)
-        self.review_reasons = Counter("rrg_review_flags_total", "review reasons by kind "
-                                      "(detector_only, text_only, low_confidence)", ["kind"], registry=self.registry)
+        self.review_reasons = Counter("rrg_review_flags_total", "review reasons by kind (detector_only, text_only, "
+                                      "low_confidence, automation_paused)", ["kind"], registry=self.registry)
+        self.unsupported_critical = Counter(
+            "rrg_unsupported_critical_reports_total", "reports whose text asserts a critical finding the detection "
+            "head does not support (the evaluation's hallucination rate vs the detection head)", registry=self.registry)
+        self.automation_paused = Gauge("rrg_automation_paused", "1 while automated reports are paused (every report "
+                                       "flagged for radiologist review), else 0", registry=self.registry)
+        self.prediction_log_writes = Counter("rrg_prediction_log_writes_total", "records written to the prediction "
+                                             "log", registry=self.registry)
+        self.prediction_log_failures = Counter(
+            "rrg_prediction_log_failures_total", "prediction-log records lost, by reason (write_error, queue_full, "
+            "no_embedding)", ["reason"], registry=self.registry)
+        self.prediction_log_ok = Gauge("rrg_prediction_log_ok", "0 while the latest prediction-log write failed, "
+                                       "else 1", registry=self.registry)
+        self.feedback = Counter("rrg_feedback_total", "radiologist sign-offs received, by outcome", ["outcome"],
+                                registry=self.registry)
         self.model_info = Gauge("rrg_model_info", "the model being served (value 1)", ["version", "backend"],
                                 registry=self.registry)
 

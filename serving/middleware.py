@@ -1,5 +1,5 @@
 """The service's ASGI middleware: bearer-token auth before the body is read, the JSON body limit, per-route
-metrics, the audit of refused report requests, and one access-log line per request.
+metrics, the audit of refused report, feedback and automation requests, and one access-log line per request.
 
 Auth runs here rather than as a route dependency so that a request without a valid token is refused before its
 body is read or parsed (FastAPI parses the body before it solves a route's dependencies). The access log names
@@ -28,7 +28,16 @@ _ROUTES = [
     (re.compile(r"^/api/v1/reports/[^/]+$"), "/api/v1/reports/{report_id}", "report.read"),
     (re.compile(r"^/api/v1/reports/[^/]+/fhir$"), "/api/v1/reports/{report_id}/fhir", "report.read"),
     (re.compile(r"^/api/v1/reports/[^/]+/text$"), "/api/v1/reports/{report_id}/text", "report.read"),
+    (re.compile(r"^/api/v1/reports/[^/]+/heatmaps/[^/]+$"), "/api/v1/reports/{report_id}/heatmaps/{finding}",
+     "report.read"),
+    (re.compile(r"^/api/v1/reports/[^/]+/feedback$"), "/api/v1/reports/{report_id}/feedback", "report.feedback"),
+    (re.compile(r"^/api/v1/admin/automation$"), "/api/v1/admin/automation", "service.admin"),
 ]
+# Refused or failed requests of these scopes are audited here (their successes are audited by the service).
+_AUDITED_REFUSALS = {"report.write": "report.create", "report.feedback": "report.feedback",
+                     "service.admin": "automation.set"}
+_JSON_BODY_ROUTES = {"/api/v1/studies/{study_id}/report", "/api/v1/reports/{report_id}/feedback",
+                     "/api/v1/admin/automation"}
 _OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
@@ -79,7 +88,7 @@ class ServiceMiddleware:
                         headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
                     return await response(scope, receive, send_wrapper)
                 scope.setdefault("state", {})["principal"] = principal
-            if route == "/api/v1/studies/{study_id}/report":
+            if route in _JSON_BODY_ROUTES and scope["method"] == "POST":
                 length = dict(scope.get("headers") or []).get(b"content-length", b"0")
                 if not length.isdigit() or int(length) > MAX_JSON_BYTES:
                     response = JSONResponse({"detail": f"JSON body above the {MAX_JSON_BYTES}-byte limit"}, 413)
@@ -87,12 +96,13 @@ class ServiceMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - started
-            if needed == "report.write" and status[0] != 200:
-                # Refused or failed report requests are audited too (successes are audited by the service).
-                match = re.match(r"^/api/v1/studies/([^/]+)/", scope["path"])
+            if needed in _AUDITED_REFUSALS and status[0] != 200 and scope["method"] == "POST":
+                study = re.match(r"^/api/v1/studies/([^/]+)/", scope["path"])
+                report = re.match(r"^/api/v1/reports/([A-Za-z0-9-]{1,64})/", scope["path"])   # an id, nothing else
                 state = scope.get("state") or {}
-                self.service.audit_event("report.create.refused" if status[0] < 500 else "report.create.failed",
-                                         state.get("principal"), match.group(1) if match else None, status[0],
+                event = _AUDITED_REFUSALS[needed] + (".refused" if status[0] < 500 else ".failed")
+                self.service.audit_event(event, state.get("principal"), study.group(1) if study else None,
+                                         status[0], report.group(1) if report else None,
                                          unauthenticated=status[0] == 401)
             metrics = self.service.metrics
             metrics.latency.labels(route).observe(seconds)

@@ -21,6 +21,7 @@ from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX, NEGATIVE
 from model_core.labels.labeler import text_mentions
 
 DETECTOR_ONLY, TEXT_ONLY, LOW_CONFIDENCE = "detector_only", "text_only", "low_confidence"
+AUTOMATION_PAUSED = "automation_paused"      # not a QA finding: the operator's pause (serving.automation)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class QAResult:
     requires_review: bool
     reasons: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)          # one of the constants above per reason
+    codes: list[str] = field(default_factory=list)          # per reason "<kind>:<Finding_Name>" (prediction log)
     detector_critical: list[str] = field(default_factory=list)
     text_critical: list[str] = field(default_factory=list)
 
@@ -40,7 +42,7 @@ def review(text: str, probs: np.ndarray, thresholds: dict[str, float], confidenc
     low-confidence rule looks at the critical ones among them.
     """
     mentions = text_mentions(text)
-    detector, in_text, reasons, kinds = [], [], [], []
+    detector, in_text, reasons, kinds, labels = [], [], [], [], []
     for label in CRITICAL_FINDINGS:
         p, t = float(probs[LABEL_INDEX[label]]), float(thresholds.get(label, 0.5))
         det = p >= t
@@ -53,13 +55,25 @@ def review(text: str, probs: np.ndarray, thresholds: dict[str, float], confidenc
             reasons.append(f"{label}: the detector flags it (p={p:.2f} ≥ threshold {t:.2f}) but the report text "
                            "does not state it")
             kinds.append(DETECTOR_ONLY)
+            labels.append(label)
         elif txt and not det:
             reasons.append(f"{label}: the report text states it but the detector does not support it "
                            f"(p={p:.2f} < threshold {t:.2f})")
             kinds.append(TEXT_ONLY)
+            labels.append(label)
     for f in findings or []:
         if f.is_critical and f.confidence < confidence_threshold:
             reasons.append(f"{f.label}: critical finding reported with confidence {f.confidence:.2f}, below the "
                            f"requested threshold {confidence_threshold:.2f}")
             kinds.append(LOW_CONFIDENCE)
-    return QAResult(bool(reasons), reasons, kinds, detector, in_text)
+            labels.append(f.label)
+    codes = [f"{kind}:{label.replace(' ', '_')}" for kind, label in zip(kinds, labels)]
+    return QAResult(bool(reasons), reasons, kinds, codes, detector, in_text)
+
+
+def unsupported_critical(text_labels: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> list[str]:
+    """Critical findings the text asserts positive (`label_report` == 1) that the detection head does not reach
+    its threshold for: the evaluation's hallucination rate vs the detection head
+    (`model_core.evaluation.evaluate.hallucinations`), counted per report for the pause alert."""
+    return [label for label in CRITICAL_FINDINGS
+            if text_labels[LABEL_INDEX[label]] == 1 and float(probs[LABEL_INDEX[label]]) < thresholds.get(label, 0.5)]

@@ -120,6 +120,43 @@ class ReportResponse(BaseModel):
         default_factory=list, description="why review is required (finding names and numbers only, no PHI)")
 
 
+class FeedbackRequest(BaseModel):
+    """Body of POST /api/v1/reports/{report_id}/feedback: the radiologist's sign-off of a draft."""
+
+    model_config = _STRICT
+    final_report: str = Field(min_length=1, max_length=20000, description=(
+        "the signed final report text; it is never logged and never enters the prediction log (only its SHA-256 "
+        "and the report labeler's labels of it do)"))
+    rating: int = Field(ge=1, le=5, description="the draft's quality, 1 (useless) to 5 (signed as is)")
+    outcome: Literal["accepted", "edited", "rejected"]
+
+
+class FeedbackResponse(BaseModel):
+    report_id: str
+    edit_distance: int = Field(description="word-level Levenshtein distance between the draft and the signed text")
+    draft_words: int
+    final_labels: dict[str, int] = Field(
+        description="findings the signed text asserts (1) or raises as possible (-1), by the report labeler")
+    validated_dataset: str = Field(description="whether the study joined the validated dataset, or why not")
+
+
+class AutomationRequest(BaseModel):
+    """Body of POST /api/v1/admin/automation: pause or resume automated reports."""
+
+    model_config = _STRICT
+    paused: bool
+    reason: str = Field(min_length=1, max_length=300, description=(
+        "why (returned in every report's review_reasons while paused, and in /readyz); no patient identifiers"))
+
+
+class AutomationResponse(BaseModel):
+    paused: bool
+    reason: str | None
+    since: str | None = Field(description="when the current state was set (ISO-8601 UTC)")
+    by: str | None = Field(description="token id of whoever set it")
+    readable: bool = Field(description="false: the state could not be read, so reports count as paused")
+
+
 class ErrorResponse(BaseModel):
     detail: str | list
 
@@ -130,3 +167,7 @@ class ReadyResponse(BaseModel):
     model_version: str | None
     backend: str | None
     pacs: str
+    automated_reports: str = Field(default="active", description=(
+        "'active', or 'paused: <reason>' (every report is flagged for review; the service stays ready)"))
+    prediction_log: str = Field(default="off", description=(
+        "'ok …', 'off', or 'failing …' (reports continue; monitoring loses records; the service stays ready)"))

@@ -6,7 +6,12 @@ log, the PACS client, the QA check and the metrics.
     await service.start()                                  # loads the model, opens the store, starts the batcher
     response = await service.report_from_pacs(study_id, ReportRequest(...), principal, received_at)
     text = await service.report_text(response.report_id, "impression", principal)
+    feedback = await service.submit_feedback(report_id, FeedbackRequest(...), principal)   # radiologist sign-off
+    state = await service.set_automation(AutomationRequest(paused=True, reason=...), principal)
     await service.stop()
+
+Each report also goes to the prediction log (serving.prediction_logging: off the request path) and, while an
+operator has paused automated reports (serving.automation), is flagged for radiologist review with the reason.
 
 Operations take and return plain Python and pydantic objects (`serving.schemas`) and raise `serving.errors`
 (`BadInput`, `NotFound`, `Overloaded`, `Unavailable`, …); `serving.routes` translate them to HTTP.
@@ -34,11 +39,18 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from model_core.chexpert import CHEXPERT_LABELS
 from model_core.config import ServingConfig
+from model_core.data.validated import SignOff, ValidatedPool
+from model_core.labels.labeler import label_report
 from model_core.modeling.generation import structure_report
+from model_core.phi import find_phi
+from model_core.prediction_log import PredictionLog
 from serving import images as image_io
 from serving.auth import AuditLog, Authenticator, Principal, sha256_hex
+from serving.automation import AutomationControl, AutomationState, AutomationStateError
 from serving.backends import LoadedModel, load_model
+from serving.backends.base import generate_outputs
 from serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from serving.errors import (
     BadInput,
@@ -52,14 +64,19 @@ from serving.errors import (
     invalid_input,
     status_of,
 )
+from serving.feedback import signed_off
 from serving.fhir import diagnostic_report
+from serving.heatmaps import HEATMAP_INPUTS, encode_inputs
 from serving.metrics import Metrics
-from serving.qa import review
+from serving.prediction_logging import PredictionWriter, ServedStudy, model_identity
+from serving.qa import AUTOMATION_PAUSED, review, unsupported_critical
 from serving.report_text import render_text
 from serving.schemas import (
     API,
-    FRONTAL_VIEWS,
-    LATERAL_VIEWS,
+    AutomationRequest,
+    AutomationResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     Finding,
     ReadyResponse,
     ReportRequest,
@@ -68,6 +85,7 @@ from serving.schemas import (
 )
 from serving.settings import parallelism
 from serving.store import ReportStore
+from serving.studies import acquisition_metadata, check_study_id, choose, dicom_view, pacs_error, projection
 
 log = logging.getLogger("serving")      # the service's own log lines, under one name (app, routes, service)
 
@@ -109,6 +127,12 @@ class ReportService:
     audit: AuditLog | None = None
     report_store_path: str = ":memory:"
     reports: ReportStore | None = None
+    prediction_log_url: str | None = None    # the prediction log (and the automation switch); None: neither
+    log_retention_days: float = 90.0         # prediction-log rows older than this are purged
+    prediction_log: PredictionLog | None = None
+    writer: PredictionWriter | None = None
+    automation: AutomationControl | None = None
+    pool: ValidatedPool | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +146,17 @@ class ReportService:
         self.metrics.model_info.labels(self.model.version, self.model.backend.name).set(1)
         self.reports = ReportStore(self.report_store_path, self.config.report_retention_days)
         self.audit = AuditLog(self.audit_path)
+        if self.prediction_log_url is not None:
+            self.automation = await asyncio.to_thread(AutomationControl, self.prediction_log_url)
+            self.metrics.automation_paused.set(int(self.automation.state().paused))
+            self.prediction_log = await asyncio.to_thread(PredictionLog, self.prediction_log_url)
+            if self.config.validated_pool:
+                self.pool = ValidatedPool(self.config.validated_pool)
+            if self.config.log_predictions:
+                self.writer = PredictionWriter(self.prediction_log, model_identity(self.model), self.metrics,
+                                               pool=self.pool, retention_days=self.log_retention_days,
+                                               image_retention_days=self.config.report_retention_days)
+                self.writer.start()
         self.batcher = MicroBatcher(
             self.infer, max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
             max_queue=self.config.max_queue,
@@ -134,6 +169,11 @@ class ReportService:
 
     async def stop(self) -> None:
         await self.batcher.close()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop)
+        for resource in (self.prediction_log, self.automation):
+            if resource is not None:
+                resource.close()
         self.audit.close()
         self.audit = None
         self.reports.close()
@@ -154,9 +194,19 @@ class ReportService:
                     pacs_state = "reachable" if pacs_ok else "unreachable"
                 except Exception as exc:  # noqa: BLE001 — any failure: not ready
                     pacs_ok, pacs_state = False, f"unreachable ({type(exc).__name__})"
+        automation = await self.automation_state()
+        paused = (f"paused since {automation.since} by {automation.by}: {automation.reason}" if automation.readable
+                  else f"paused: {automation.reason}") if automation.paused else "active"
+        if self.writer is not None:
+            log_state = self.writer.health()[1]
+        else:
+            log_state = "off (serving.log_predictions is false)" if self.prediction_log is not None else "off"
+        # Neither state makes the service unready: paused reports are flagged, not refused, and a failing
+        # prediction log degrades monitoring, not the drafts (serving.prediction_logging).
         return ReadyResponse(ready=model_ok and pacs_ok, model="loaded" if model_ok else "not loaded",
                              model_version=self.model.version if self.model else None,
-                             backend=self.model.backend.name if self.model else None, pacs=pacs_state)
+                             backend=self.model.backend.name if self.model else None, pacs=pacs_state,
+                             automated_reports=paused, prediction_log=log_state)
 
     # ------------------------------------------------------------------ writing reports
 
@@ -164,32 +214,35 @@ class ReportService:
                                received_at: float) -> ReportResponse:
         """A draft report of a study whose images are in the PACS (only the chosen frontal ones are fetched).
         received_at: time.perf_counter() when the request arrived (processing_time_ms counts from it)."""
-        _check_study_id(study_id, request.study_id)
-        chosen = _choose([im.view for im in request.images], self.model.max_views)
+        check_study_id(study_id, request.study_id)
+        chosen = choose([im.view for im in request.images], self.model.max_views)
         if self.pacs is None:
             raise Unavailable(f"no PACS is configured for this service; upload the images to "
                               f"{API}/studies/{{study_id}}/report:upload instead")
         wanted = [(request.images[i].series_uid, request.images[i].instance_uid) for i in chosen]
         try:
             blobs = await _in_thread(self.pacs.fetch_instances, study_id, wanted)
-        except Exception as exc:  # noqa: BLE001 — _pacs_error maps every PACS failure to a status without echoing it
-            raise _pacs_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 — pacs_error maps every PACS failure to a status without echoing it
+            raise pacs_error(exc) from None
         if len(blobs) != len(wanted):
             raise UpstreamError(f"the PACS returned {len(blobs)} instances for {len(wanted)} requested")
-        tensors = []
+        tensors, metas = [], []
         for (series, instance), data in zip(wanted, blobs):
-            tensor, _ = await self._decode_dicom(data, f"instance {instance} of series {series}")
+            tensor, meta = await self._decode_dicom(data, f"instance {instance} of series {series}")
             tensors.append(tensor)
-        return await self._generate(study_id, request, tensors, principal, received_at)
+            metas.append(meta)
+        views = [request.images[i].view for i in chosen]
+        return await self._generate(study_id, request, tensors, principal, received_at, views,
+                                    acquisition_metadata(metas[0], views[0]))
 
     async def report_from_files(self, study_id: str, options: UploadOptions, files: list[UploadedFile],
                                 principal: Principal | None, received_at: float) -> ReportResponse:
         """A draft report from uploaded DICOM (CR/DX), PNG or JPEG files; the projection of each comes from
         options.views, else a DICOM file's ViewPosition, else it counts as frontal."""
-        _check_study_id(study_id, options.study_id)
+        check_study_id(study_id, options.study_id)
         if options.views is not None and len(options.views) != len(files):
             raise BadInput(f"request part: views has {len(options.views)} entries for {len(files)} files")
-        tensors, views = [], []
+        tensors, views, metas = [], [], []
         for i, upload in enumerate(files):
             what = f"files[{i}] ({upload.filename!r})"
             kind = image_io.sniff(upload.data, upload.content_type)
@@ -197,7 +250,8 @@ class ReportService:
                 raise UnsupportedMedia(f"{what}: not a DICOM, PNG or JPEG file (unrecognised content)")
             if kind == image_io.DICOM:
                 tensor, meta = await self._decode_dicom(upload.data, what)
-                view = _dicom_view(meta)
+                view = dicom_view(meta)
+                metas.append(meta)
             else:
                 try:
                     tensor = await _in_thread(image_io.decode_image, upload.data, self.model.backend.image_size,
@@ -205,10 +259,13 @@ class ReportService:
                 except image_io.ImageInputError as exc:
                     raise BadInput(str(exc), exc.status_code) from None
                 view = None
+                metas.append({})
             tensors.append(tensor)
             views.append(options.views[i] if options.views is not None else view)
-        chosen = _choose(views, self.model.max_views)
-        return await self._generate(study_id, options, [tensors[i] for i in chosen], principal, received_at)
+        chosen = choose(views, self.model.max_views)
+        first = chosen[0]
+        return await self._generate(study_id, options, [tensors[i] for i in chosen], principal, received_at,
+                                    [views[i] for i in chosen], acquisition_metadata(metas[first], views[first]))
 
     async def _decode_dicom(self, data: bytes, what: str) -> tuple[torch.Tensor, dict]:
         try:
@@ -222,17 +279,18 @@ class ReportService:
         return tensor, meta or {}
 
     async def _generate(self, study_id: str, options: ReportRequest | UploadOptions, images: list[torch.Tensor],
-                        principal: Principal | None, received_at: float) -> ReportResponse:
+                        principal: Principal | None, received_at: float, views: list[str | None],
+                        acquisition: dict) -> ReportResponse:
         """Run the model on the chosen images (through the batcher), structure and check the text, store the
-        report, count it and audit it."""
+        report, count it, audit it and hand it to the prediction log."""
         loaded = self.model
         study_images = torch.stack(images)                      # (K, 1, H, W)
         context = options.clinical_context.prompt_context()
         if self.batcher is None:
             raise Unavailable("the model is not loaded yet")
         try:
-            text, probs = await asyncio.wait_for(self.batcher.submit((study_images, context)),
-                                                 self.config.request_timeout_s)
+            text, probs, embedding = await asyncio.wait_for(self.batcher.submit((study_images, context)),
+                                                            self.config.request_timeout_s)
         except asyncio.TimeoutError:
             raise TimedOut(f"inference did not finish within {self.config.request_timeout_s:.0f} s") from None
         except BatcherClosed as exc:
@@ -244,9 +302,16 @@ class ReportService:
         def postprocess():
             structured = structure_report(text, probs, loaded.thresholds, options.confidence_threshold)
             qa = review(text, probs, loaded.thresholds, options.confidence_threshold, structured.findings)
-            return structured, qa
+            text_labels = label_report(text)
+            return structured, qa, text_labels, unsupported_critical(text_labels, probs, loaded.thresholds)
 
-        structured, qa = await _in_thread(postprocess)
+        structured, qa, text_labels, unsupported = await _in_thread(postprocess)
+        automation = await self.automation_state()
+        if automation.paused:
+            qa.requires_review = True
+            qa.reasons.append(f"automated reports are paused by an operator: {automation.reason}")
+            qa.kinds.append(AUTOMATION_PAUSED)
+            qa.codes.append(AUTOMATION_PAUSED)
         report_id = str(uuid.uuid4())
         response = ReportResponse(
             report_id=report_id,
@@ -259,6 +324,8 @@ class ReportService:
                   "labels": [f.label for f in structured.findings],
                   "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                   "template": options.report_template, "findings_text": structured.findings_text}
+        # The model inputs, for GET …/heatmaps/{finding}: kept and deleted with the report (serving/heatmaps.py).
+        record[HEATMAP_INPUTS] = await _in_thread(encode_inputs, study_images)
         record["text_rendering"] = render_text(record, options.report_template)
         await _in_thread(self.store, report_id, record)       # SQLite: off the event loop
         m = self.metrics
@@ -270,15 +337,23 @@ class ReportService:
             m.flagged.inc()
             for kind in qa.kinds:
                 m.review_reasons.labels(kind).inc()
+        if unsupported:
+            m.unsupported_critical.inc()
         self.audit_event("report.create", principal, study_id, 200, report_id, qa.requires_review)
+        if self.writer is not None:
+            self.writer.submit(ServedStudy(
+                report_id=report_id, study_id=study_id, created_at=record["created"], probabilities=probs,
+                text_labels=[int(v) for v in text_labels], embedding=embedding, review_required=qa.requires_review,
+                review_codes=qa.codes, latency_ms=response.processing_time_ms, acquisition=acquisition,
+                images=list(zip(images, map(projection, views))) if self.pool is not None else []))
         log.info("report %s study=%s views=%d findings=%d review=%s reasons=%s %.0f ms", report_id,
                  sha256_hex(study_id)[:12], len(images), len(structured.findings), qa.requires_review,
                  qa.kinds, response.processing_time_ms)
         return response
 
     def infer(self, items: list[tuple[torch.Tensor, dict]]) -> list[tuple[str, np.ndarray]]:
-        """The batch function (worker thread): [(images (K,1,H,W), context)] → [(text, probs (14,))]."""
-        return self.model.backend.generate([i for i, _ in items], [c for _, c in items])
+        """The batch function (worker thread): [(images (K,1,H,W), context)] → [(text, probs (14,), embedding)]."""
+        return generate_outputs(self.model.backend, [i for i, _ in items], [c for _, c in items])
 
     def store(self, report_id: str, record: dict) -> None:
         self.reports.put(report_id, record)
@@ -313,6 +388,82 @@ class ReportService:
                            f"{self.config.report_retention_days:g}-day retention)")
         return record
 
+    # ------------------------------------------------------------------ radiologist feedback
+
+    async def submit_feedback(self, report_id: str, request: FeedbackRequest,
+                              principal: Principal | None) -> FeedbackResponse:
+        """A radiologist's sign-off of a draft: edit distance and labels of the signed text into the prediction
+        log (never the text), the study into the validated-study pool when its text passes the PHI screen."""
+        if self.prediction_log is None:
+            raise Unavailable("feedback is not recorded by this service: it has no prediction log")
+        record = await _in_thread(self.get, report_id)
+
+        def work() -> tuple:
+            feedback, draft_words = signed_off(report_id, record, request.final_report, request.rating,
+                                               request.outcome)
+            try:
+                self.prediction_log.add_feedback(feedback)
+            except ValueError as exc:                   # PredictionLogError: the database refused or is down
+                raise Unavailable(f"the feedback could not be recorded ({type(exc).__name__}); retry later") from None
+            if self.pool is None:
+                return feedback, draft_words, SignOff(False, "validated studies are not kept (serving.validated_pool)")
+            try:
+                return feedback, draft_words, self.pool.add_signed(report_id, request.final_report)
+            except (OSError, ValueError) as exc:        # the sign-off is recorded; only the pool missed it
+                log.error("validated pool: sign-off of report %s not added (%s)", report_id, type(exc).__name__)
+                return feedback, draft_words, SignOff(False, f"the validated pool could not be written "
+                                                             f"({type(exc).__name__})")
+
+        feedback, draft_words, sign_off = await _in_thread(work)
+        self.metrics.feedback.labels(request.outcome).inc()
+        self.audit_event("report.feedback", principal, record["study_id"], 200, report_id,
+                         record["response"]["requires_radiologist_review"])
+        if sign_off.added:
+            dataset = "added"
+        else:
+            patterns = f" ({', '.join(sign_off.phi_patterns)})" if sign_off.phi_patterns else ""
+            dataset = f"not added: {sign_off.reason}{patterns}"
+        log.info("feedback on report %s: %s, rating %d, %d word edit(s); validated dataset: %s", report_id,
+                 request.outcome, request.rating, feedback.edit_distance, "added" if sign_off.added else "not added")
+        return FeedbackResponse(
+            report_id=report_id, edit_distance=feedback.edit_distance, draft_words=draft_words,
+            final_labels={name: v for name, v in zip(CHEXPERT_LABELS, feedback.final_labels) if v},
+            validated_dataset=dataset)
+
+    # ------------------------------------------------------------------ pausing automated reports
+
+    async def automation_state(self) -> AutomationState:
+        """The operator's pause switch (cached; read off the event loop when stale). Unset: active."""
+        if self.automation is None:
+            return AutomationState(False)
+        state = self.automation.peek() or await _in_thread(self.automation.state)
+        self.metrics.automation_paused.set(int(state.paused))
+        return state
+
+    async def set_automation(self, request: AutomationRequest, principal: Principal | None) -> AutomationResponse:
+        """Pause or resume automated reports (audited); the reason must not carry identifiers."""
+        if self.automation is None:
+            raise Unavailable("this service has no automation state (no prediction log database configured)")
+        patterns = find_phi(request.reason)
+        if patterns:
+            raise BadInput(f"reason: looks like it holds identifiers ({', '.join(patterns)}); describe the cause "
+                           "without patient data")
+        who = principal.token_id if principal else "anonymous"
+        try:
+            state = await _in_thread(self.automation.set, request.paused, request.reason, who)
+        except AutomationStateError as exc:
+            raise Unavailable(f"{exc}; the state is unchanged") from None
+        self.metrics.automation_paused.set(int(state.paused))
+        if self.audit is not None:
+            self.audit.record("automation.pause" if request.paused else "automation.resume", who, None, 200,
+                              self.model.version if self.model else None,
+                              detail={"paused": request.paused, "reason": request.reason})
+        log.warning("automated reports %s by %s", "PAUSED" if request.paused else "resumed", who)
+        return _automation_response(state)
+
+    async def read_automation(self) -> AutomationResponse:
+        return _automation_response(await self.automation_state())
+
     # ------------------------------------------------------------------ audit
 
     def audit_event(self, event: str, principal: Principal | None, study_id: str | None, status: int,
@@ -337,47 +488,6 @@ def parse_upload_options(raw: str | None) -> UploadOptions:
         raise invalid_input(exc.errors(), prefix="request part: ") from None
 
 
-def _check_study_id(path_id: str, body_id: str | None) -> None:
-    if body_id is not None and body_id != path_id:
-        raise BadInput("study_id in the body differs from the study id in the path")
-
-
-def _pacs_error(exc: BaseException) -> ServiceError:
-    """The service error for a PACS client error (serving.ingest, or any client following its naming)."""
-    kind = type(exc).__name__
-    if kind == "InstanceNotFound":
-        return NotFound(f"not found in the PACS: {exc}", status_of(exc, 404))
-    if kind == "PacsUnavailable" or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-        return Unavailable(f"PACS unavailable: {exc or kind}; retry later or upload the images to "
-                           f"{API}/studies/{{study_id}}/report:upload")
-    code = getattr(exc, "status_code", None)
-    if isinstance(code, int) and 400 <= code < 600:
-        return UpstreamError(f"PACS error: {exc}", code)
-    raise exc
-
-
-def _dicom_view(metadata: dict | None) -> str | None:
-    """The request View of a DICOM file from its safe metadata (ViewPosition), or None when absent."""
-    if not metadata:
-        return None
-    raw = next((metadata[k] for k in ("view_position", "ViewPosition", "view") if metadata.get(k)), None)
-    if raw is None:
-        return None
-    value = str(raw).strip().upper()
-    if value in ("PA", "AP"):
-        return value
-    if value in ("LL", "RL"):
-        return value
-    if value in ("LAT", "LATERAL", "LLD", "RLD"):
-        return "Lateral"
-    return None
-
-
-def _choose(views: list[str | None], max_views: int) -> list[int]:
-    """Indices of the images fed to the model: frontal ones first (PA, AP, Frontal; unknown counts as frontal)."""
-    frontal = [i for i, v in enumerate(views) if v is None or v in FRONTAL_VIEWS]
-    if not frontal:
-        laterals = sum(1 for v in views if v in LATERAL_VIEWS)
-        raise BadInput(f"no frontal view: the study's {laterals} image(s) are all lateral; the model "
-                       "needs a frontal (PA, AP or Frontal) radiograph")
-    return frontal[:max_views]
+def _automation_response(state: AutomationState) -> AutomationResponse:
+    return AutomationResponse(paused=state.paused, reason=state.reason, since=state.since, by=state.by,
+                              readable=state.readable)

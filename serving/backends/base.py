@@ -6,6 +6,15 @@ head's calibrated probabilities (14,) (sigmoid(logit / temperature), CheXpert or
     backend.generate(images: list[(K, 1, H, W) tensors in [0, 1]], contexts: list[dict | None])
         -> list[(text, probs)]
 
+A backend may also give each study's pooled image embedding, which the service writes to the prediction log
+for drift monitoring (`generate_outputs` calls whichever the backend has; without the method, no embedding):
+
+    backend.generate_with_embeddings(images, contexts) -> list[(text, probs, embedding (d_l,) float32)]
+
+The embedding is `model_core.prediction_log.study_embedding` of the study's visual tokens, the projected image
+tokens the language model reads (torch: `project_visual_tokens(encode_images(x))`; ONNX: the vision graph's
+`visual_tokens` output): both backends, and the reference statistics saved with the model, give the same vector.
+
 `resolve_source(source)` turns a model source — a local model directory, or `models:/NAME@ALIAS` /
 `models:/NAME/VERSION` in the MLflow registry — into the model directory, its version and the places where its
 ONNX export may be (`<model_dir>/onnx`, `<model_dir>/../onnx`; for a registry model the run's `onnx` artifact).
@@ -83,6 +92,24 @@ def groups_by_views(images: list[torch.Tensor]) -> dict[int, list[int]]:
             raise ValueError(f"study {i}: images must be (K, 1, H, W), got shape {tuple(img.shape)}")
         groups.setdefault(int(img.shape[0]), []).append(i)
     return groups
+
+
+def study_embedding(visual_tokens) -> np.ndarray:
+    """`model_core.prediction_log.study_embedding` (the one definition): visual tokens (B, T, d) → (B, d)."""
+    # Imported here, not at the top: model_core.prediction_log needs SQLAlchemy, which the Triton server's venv
+    # (.venv-triton, scripts/install_triton.sh) does not install; that server only calls `generate`.
+    from model_core.prediction_log import study_embedding as embed
+
+    return embed(visual_tokens)
+
+
+def generate_outputs(backend: Backend, images: list[torch.Tensor], contexts: list[dict | None]
+                     ) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(text, probs, embedding or None) per study, from `generate_with_embeddings` when the backend has it."""
+    with_embeddings = getattr(backend, "generate_with_embeddings", None)
+    if with_embeddings is not None:
+        return with_embeddings(images, contexts)
+    return [(text, probs, None) for text, probs in backend.generate(images, contexts)]
 
 
 def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:

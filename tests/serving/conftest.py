@@ -52,8 +52,11 @@ INSTALL_SCRIPT = REPO / "scripts" / "install_orthanc.sh"
 
 @pytest.fixture(autouse=True)
 def _report_store_in_tmp(tmp_path, monkeypatch):
-    """Every app a test starts keeps its reports in that test's tmp folder, never in the repo's runs/."""
+    """Every app a test starts keeps its reports, prediction log (with the automation switch) and validated-study
+    pool in that test's tmp folder, never in the repo's runs/."""
     monkeypatch.setenv("RRG_REPORT_STORE", str(tmp_path / "reports.sqlite3"))
+    monkeypatch.setenv("RRG_PREDICTION_LOG", str(tmp_path / "predictions.sqlite3"))
+    monkeypatch.setenv("RRG_VALIDATED_POOL", str(tmp_path / "validated"))
 
 
 # --------------------------------------------------------------------------- Orthanc

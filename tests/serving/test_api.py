@@ -32,6 +32,7 @@ from model_core.chexpert import LABEL_INDEX
 from model_core.config import GenerationConfig
 from model_core.modeling.generation import structure_report
 from model_core.modeling.model_dir import load_model_dir
+from model_core.prediction_log import PredictionLog
 from serving.app import create_app
 from serving.auth import AuthConfigError, token_id
 from serving.backends import LoadedModel
@@ -134,8 +135,8 @@ def fake_model(backend=None, thresholds=None) -> LoadedModel:
 
 
 def make_app(tmp_path, model=None, pacs=None, **kwargs):
-    return create_app(model=model or fake_model(), pacs_client=pacs if pacs is not None else FakePacs(),
-                      tokens=TOKENS, decode_dicom=fake_decode_dicom, audit_log=tmp_path / "audit.jsonl", **kwargs)
+    kwargs = {"decode_dicom": fake_decode_dicom, "audit_log": tmp_path / "audit.jsonl", "tokens": TOKENS, **kwargs}
+    return create_app(model=model or fake_model(), pacs_client=pacs if pacs is not None else FakePacs(), **kwargs)
 
 
 def body(**over) -> dict:
@@ -239,7 +240,8 @@ def test_tiny_model_end_to_end_with_torch_backend(tmp_path, tiny_model_dir):
                      audit_log=tmp_path / "audit.jsonl", backend="torch")
     with TestClient(app) as c:
         assert c.get("/readyz").json() == {"ready": True, "model": "loaded", "model_version": "test",
-                                           "backend": "torch", "pacs": "reachable"}
+                                           "backend": "torch", "pacs": "reachable", "automated_reports": "active",
+                                           "prediction_log": "ok (0 record(s) written by this process)"}
         r = c.post(f"/api/v1/studies/{STUDY}/report", json=body(), headers=W)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "test"
@@ -250,6 +252,12 @@ def test_tiny_model_end_to_end_with_torch_backend(tmp_path, tiny_model_dir):
                     headers=W)
         assert up.status_code == 200, up.text
         assert c.get(f"/api/v1/reports/{up.json()['report_id']}/text", headers=R).text.count("FINDINGS:") == 1
+        assert app.state.service.writer.flush()
+    # the torch backend gives the pooled visual embedding (d_l of the tiny model), logged per report
+    records = PredictionLog(str(tmp_path / "predictions.sqlite3")).predictions()
+    assert [rec.report_id for rec in records] == [r.json()["report_id"], up.json()["report_id"]]
+    d_l = app.state.service.model.backend.model.language_model.get_input_embeddings().embedding_dim
+    assert all(rec.embedding.shape == (d_l,) and rec.model_version == "test" for rec in records)
 
 
 def test_ort_backend_is_the_cpu_default_and_matches_torch(tiny_model_with_export):

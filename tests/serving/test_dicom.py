@@ -22,7 +22,8 @@ from model_core.data.manifest import DataError
 from serving.dicom import PHI_EMPTY, PHI_REMOVE, DicomInputError, decode_dicom, strip_phi
 
 META_KEYS = {"modality", "view", "view_position", "rows", "columns", "bits_stored", "photometric",
-             "transfer_syntax", "sop_instance_uid", "series_instance_uid", "study_instance_uid", "voi"}
+             "transfer_syntax", "sop_instance_uid", "series_instance_uid", "study_instance_uid", "voi", "manufacturer",
+             "model_name"}
 
 
 def _with_pixels(ds: Dataset, arr: np.ndarray, bits_stored: int = 12) -> Dataset:
@@ -232,11 +233,13 @@ def test_view_from_view_position(dicom, position, view):
 
 def test_metadata_is_the_allow_list_and_has_no_phi(dicom):
     ds = dicom.build(dicom.LATERAL_JPEG, "12bit", view_position="LL")
+    ds.Manufacturer, ds.ManufacturerModelName = "Acme Medical", "XRay 3000"     # the device type, not the device
     _, meta = decode_dicom(dicom.to_bytes(ds), 32)
     assert set(meta) == META_KEYS
     assert meta == {
         "modality": "DX", "view": "Lateral", "view_position": "LL", "rows": 256, "columns": 256, "bits_stored": 12,
         "photometric": "MONOCHROME2", "transfer_syntax": "1.2.840.10008.1.2.1", "voi": "window",
+        "manufacturer": "ACME MEDICAL", "model_name": "XRAY 3000",
         "sop_instance_uid": ds.SOPInstanceUID, "series_instance_uid": ds.SeriesInstanceUID,
         "study_instance_uid": ds.StudyInstanceUID,
     }
