@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from model_core.artifacts import METRICS, MODEL_CARD
 from model_core.files import sha256_file
-from regulatory.archive import build_packet
+from model_core.sbom import read_sbom
+from model_core.signing import Signer
+from regulatory.archive import PacketVerificationError, build_packet, read_packet_document
+from regulatory.evidence import model_file_hashes, separation_evidence
 from regulatory.inputs import PacketInputs
 
 SPLITS_FILE = "splits.csv"  # the split assignment beside the images (model_core.data.validation reads it)
@@ -36,17 +40,35 @@ def data_summary(lineage: dict, model_dir: Path) -> dict:
 
 
 def build_run_packet(run_id: str, model_name: str, model_dir: str | os.PathLike, evaluation_dir: str | os.PathLike,
-                     decision_path: str | os.PathLike, lineage: dict, out_dir: str | os.PathLike) -> Path:
-    """The 510(k) packet of a pipeline run: created time, version and software provenance come from the model
-    card (written at training), so a rebuild from the same run gives the same files; a model card without
-    provenance gives a packet whose versions are "not recorded"."""
+                     decision_path: str | os.PathLike, lineage: dict, out_dir: str | os.PathLike,
+                     champion_packet: str | os.PathLike | None = None, signer: Signer | None = None) -> Path:
+    """The packet of a pipeline run: created time, version, software provenance and SBOM come from the model
+    directory (written at training), so a rebuild from the same run gives the same files; a model card without
+    provenance, or a model without an SBOM, gives a packet that says "not recorded".
+
+    champion_packet: the current champion's packet zip (None: no champion); it is verified (hashes and signature)
+    before its packet.json is compared with this version; one that fails verification is not compared, and the
+    packet says so (the PCCP's comparison with the champion then cannot be made: fail closed).
+    signer: see `regulatory.archive.build_packet`.
+    """
     model_dir = Path(model_dir)
     card = json.loads((model_dir / MODEL_CARD).read_text())
     metrics = json.loads((Path(evaluation_dir) / METRICS).read_text())
     summary = data_summary(lineage, model_dir)
     summary["studies_per_split"]["test"] = metrics["n_studies"]
+    sbom = read_sbom(model_dir)
+    champion, champion_problem = None, None
+    if champion_packet is not None:
+        try:
+            champion = read_packet_document(champion_packet)
+        except PacketVerificationError as exc:
+            # recorded in the packet: the problems only, digests and digit runs elided (they read as identifiers)
+            problems = str(exc).split("failed verification: ", 1)[-1]
+            champion_problem = re.sub(r"[0-9a-f]{8,}(\.\.\.)?|\d{6,}", "<digest>", problems)
     inputs = PacketInputs(
         run_id=run_id, model_name=model_name, model_version=card["version"], created=card["created"],
         metrics=metrics, gate=json.loads(Path(decision_path).read_text()), data_summary=summary,
-        versions=card.get("provenance"))
-    return build_packet(inputs, out_dir)
+        versions=card.get("provenance"), sbom=sbom, model_files=model_file_hashes(model_dir),
+        test_separation=separation_evidence(lineage, evaluation_dir, sbom),
+        champion=champion, champion_problem=champion_problem)
+    return build_packet(inputs, out_dir, signer=signer)

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import json
 
+from regulatory.champion import champion_section, read_champion, read_model_files
 from regulatory.inputs import (
     PacketInputs,
-    predicate_placeholders,
     read_created,
     read_identifier,
-    read_predicate,
+    read_predicates,
     read_text,
     read_texts,
 )
-from regulatory.labeling import PHI_STATEMENT
+from regulatory.labeling import PHI_STATEMENT, section_ref
+from regulatory.licences import sbom_section
+from regulatory.pathway import estar_manifest, gmlp_mapping, pathway_section
+from regulatory.pccp import pccp_section
 from regulatory.risk import overall_risk, risk_rows
 from regulatory.sections import data_section, gate_section, monitoring_section, performance_section, versions_section
 
-SCHEMA = "rrg.510k-packet/1"
+SCHEMA = "rrg.510k-packet/2"
 
 
-def packet_document(inputs: PacketInputs) -> dict:
+def packet_document(inputs: PacketInputs, signed_by: dict | None = None) -> dict:
     """The validated, whitelisted content of the packet (what packet.json holds and both renderings show).
 
-    Raises ValueError naming the first bad input key, without echoing a refused string.
+    signed_by: {"key_id", "development"} of the key that signs the packet's SHA256SUMS (stated in the packet;
+    the signature itself is SHA256SUMS.sig beside it). Raises ValueError naming the first bad input key, without
+    echoing a refused string.
     """
     if not isinstance(inputs, PacketInputs):
         raise ValueError(f"inputs must be a PacketInputs, got {type(inputs).__name__}")
@@ -38,11 +43,25 @@ def packet_document(inputs: PacketInputs) -> dict:
     gate = gate_section(inputs.gate)
     data = data_section(inputs.data_summary, perf["n_studies"])
     monitoring = monitoring_section(inputs.monitoring)
-    predicate = read_predicate(inputs.predicate)
-    placeholders = predicate_placeholders(predicate)
+    pathway = pathway_section(read_predicates(inputs.predicates))
     risk = risk_rows(perf, gate, monitoring, data)
+    versions = versions_section(inputs.versions)
+    model_files = read_model_files(inputs.model_files)
+    champion = read_champion(inputs.champion)
+    champion_problem = None if inputs.champion_problem is None else read_text(
+        inputs.champion_problem[:1000], "champion_problem", 1000)
     rejected = not gate["passed"]
-    return {
+    device = {
+        "description": read_text(inputs.device_description, "device_description", 4000),
+        "intended_use": read_text(inputs.intended_use, "intended_use", 2000),
+        "indications": read_text(inputs.indications, "indications", 2000),
+        "contraindications": read_texts(inputs.contraindications, "contraindications"),
+        "warnings": read_texts(inputs.warnings, "warnings"),
+        "technology": read_text(inputs.technology, "technology", 1000),
+        "input": read_text(inputs.input_description, "input_description", 1000),
+        "output": read_text(inputs.output_description, "output_description", 1000),
+    }
+    doc = {
         "schema": SCHEMA,
         "packet": {
             "run_id": run_id,
@@ -50,42 +69,50 @@ def packet_document(inputs: PacketInputs) -> dict:
             "model_version": inputs.model_version,
             "created": read_created(inputs.created),
             "status": "rejected" if rejected else "promoted",
-            "predicate_complete": not placeholders,
+            "predicates_complete": pathway["complete"],
         },
-        "device": {
-            "description": read_text(inputs.device_description, "device_description", 4000),
-            "intended_use": read_text(inputs.intended_use, "intended_use", 2000),
-            "indications": read_text(inputs.indications, "indications", 2000),
-            "contraindications": read_texts(inputs.contraindications, "contraindications"),
-            "warnings": read_texts(inputs.warnings, "warnings"),
-            "technology": read_text(inputs.technology, "technology", 1000),
-            "input": read_text(inputs.input_description, "input_description", 1000),
-            "output": read_text(inputs.output_description, "output_description", 1000),
-        },
-        "predicate": {**predicate, "placeholders": placeholders,
-                      "equivalence_discussion": read_text(inputs.equivalence_discussion, "equivalence_discussion",
-                                                          2000)},
+        "device": device,
+        "pathway": pathway,
         "data": data,
         "performance": perf,
         "gate": gate,
         "risk_analysis": {"rows": risk, "overall": overall_risk(risk, gate)},
         "monitoring": monitoring,
-        "versions": versions_section(inputs.versions),
+        "pccp": pccp_section(gate, device, inputs.test_separation, champion, champion_problem),
+        "champion": champion_section(champion, perf, data, model_files, versions, champion_problem),
+        "versions": versions,
+        "model_files": model_files,
+        "sbom": sbom_section(inputs.sbom, data),
+        "signature": _signature_statement(signed_by),
         "release_statement": release_statement(inputs, gate),
         "phi_statement": PHI_STATEMENT,
     }
+    doc["estar"] = estar_manifest(doc)
+    doc["gmlp"] = gmlp_mapping(doc)
+    return doc
+
+
+def _signature_statement(signed_by: dict | None) -> dict:
+    if signed_by is None:
+        return {"signed": False, "key_id": None, "development": None}
+    kid = signed_by["key_id"]
+    if not isinstance(kid, str) or len(kid) != 64 or any(c not in "0123456789abcdef" for c in kid):
+        raise ValueError("signed_by['key_id'] is not a SHA-256 hex digest")
+    return {"signed": True, "key_id": kid, "development": bool(signed_by["development"]), "algorithm": "Ed25519",
+            "file": "SHA256SUMS.sig"}
 
 
 def release_statement(inputs: PacketInputs, gate: dict) -> str:
     """What the gate decision means for release: a rejected candidate, or 'passed, sign-off still required'."""
     who = f"{inputs.model_name} version {inputs.model_version} (run {inputs.run_id})"
     if not gate["passed"]:
-        return (f"REJECTED CANDIDATE - NOT PROMOTED. {who} did not pass the release gate (Section 6). It is not "
-                "promoted, must not be deployed, served or used clinically, and is not the subject device of any "
-                "submission. This packet documents a rejected candidate for the design history file only.")
-    return (f"{who} passed the automated release gate (Section 6); the gate decision is PROMOTE. "
+        return (f"REJECTED CANDIDATE - NOT PROMOTED. {who} did not pass the release gate ({section_ref('gate')}). "
+                "It is not promoted, must not be deployed, served or used clinically, and is not the subject device "
+                "of any submission. This packet documents a rejected candidate for the design history file only.")
+    return (f"{who} passed the automated release gate ({section_ref('gate')}); the gate decision is PROMOTE. "
             "Passing the gate is necessary but not sufficient for clinical release: release requires review and "
-            "sign-off by Quality and Regulatory Affairs, including the items marked 'needs review' in Section 7.")
+            "sign-off by Quality and Regulatory Affairs, including the items marked 'needs review' in "
+            f"{section_ref('risk')}, and a PCCP verdict of 'within the PCCP' for an update of a cleared device.")
 
 
 def render_json(doc: dict) -> bytes:

@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
 
+from model_core.chexpert import CRITICAL_FINDINGS
 from model_core.phi import describe, find_phi, find_report_text
 from regulatory.labeling import (
     DEFAULT_CONTRAINDICATIONS,
@@ -52,8 +53,8 @@ NOT_INSTALLED = "not installed"  # what model_core.provenance records for a pack
 UNKNOWN_COMMIT = "unknown"       # what model_core.provenance records outside a git checkout
 
 
-def _default_predicate() -> dict:
-    return load_predicate()
+def _default_predicates() -> list[dict]:
+    return load_predicates()
 
 
 @dataclass
@@ -75,7 +76,12 @@ class PacketInputs:
         never samples the environment it is built in).
     monitoring: optional risk-control evidence, {"drift": {"method", "statistic", "p_value", "threshold",
         "drift_detected"}, "phi": {"passed", "checks_run", "method"}}; absent items make their risk "needs review".
-    predicate: the predicate device entry (default: `configs/predicate.yaml`).
+    predicates: the cleared triage devices cited for the detection-head claims (default: `configs/predicate.yaml`).
+    sbom: the CycloneDX SBOM recorded with the model at training (`model_core.sbom`), None: not recorded.
+    model_files: {file name: SHA-256} of the model directory's weights, configs and thresholds.
+    test_separation: evidence that the test set was untouched by training (`regulatory.evidence.separation_evidence`).
+    champion: the packet.json document of the current champion's packet (already verified), None: no champion.
+    champion_problem: why the champion's packet could not be used (it failed verification); None otherwise.
     """
 
     run_id: str
@@ -87,7 +93,12 @@ class PacketInputs:
     data_summary: Mapping[str, Any]
     versions: Mapping[str, Any] | None
     monitoring: Mapping[str, Any] | None = None
-    predicate: Mapping[str, Any] = field(default_factory=_default_predicate)
+    predicates: Sequence[Mapping[str, Any]] = field(default_factory=_default_predicates)
+    sbom: Mapping[str, Any] | None = None
+    model_files: Mapping[str, str] | None = None
+    test_separation: Mapping[str, Any] | None = None
+    champion: Mapping[str, Any] | None = None
+    champion_problem: str | None = None
     device_description: str = DEFAULT_DEVICE_DESCRIPTION
     intended_use: str = DEFAULT_INTENDED_USE
     indications: str = DEFAULT_INDICATIONS
@@ -99,16 +110,17 @@ class PacketInputs:
     equivalence_discussion: str = DEFAULT_SE_DISCUSSION
 
 
-# --------------------------------------------------------------------------- predicate
+# --------------------------------------------------------------------------- predicates
 
 PREDICATE_FIELDS = ("device_name", "k_number", "manufacturer", "decision_date", "regulation_number",
-                    "product_code", "device_class", "intended_use", "technology", "input", "output", "performance")
-_PREDICATE_REQUIRED = ("device_name", "k_number", "manufacturer", "intended_use", "technology", "input", "output",
-                       "performance")
+                    "product_code", "device_class", "claims", "cleared_for", "intended_use", "technology", "input",
+                    "output", "performance", "verification")
+_PREDICATE_REQUIRED = ("device_name", "k_number", "manufacturer", "claims", "cleared_for", "intended_use", "output",
+                       "performance", "verification")
 
 
-def load_predicate(path: str | os.PathLike | None = None) -> dict:
-    """The `predicate:` entry of a YAML file (default `configs/predicate.yaml`), validated."""
+def load_predicates(path: str | os.PathLike | None = None) -> list[dict]:
+    """The `predicates:` list of a YAML file (default `configs/predicate.yaml`), each entry validated."""
     path = Path(path) if path is not None else DEFAULT_PREDICATE_PATH
     if not path.is_file():
         raise ValueError(f"predicate file {path} does not exist")
@@ -116,14 +128,21 @@ def load_predicate(path: str | os.PathLike | None = None) -> dict:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"predicate file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict) or "predicate" not in loaded:
-        raise ValueError(f"predicate file {path} has no top-level 'predicate' mapping")
-    return read_predicate(loaded["predicate"], f"{path.name}: predicate")
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("predicates"), list) or not loaded["predicates"]:
+        raise ValueError(f"predicate file {path} has no top-level 'predicates' list")
+    return read_predicates(loaded["predicates"], f"{path.name}: predicates")
+
+
+def read_predicates(raw, where: str = "predicates") -> list[dict]:
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
+        raise ValueError(f"{where} must be a list of predicate entries, got {type(raw).__name__}")
+    return [read_predicate(entry, f"{where}[{i}]") for i, entry in enumerate(raw)]
 
 
 def read_predicate(raw, where: str = "predicate") -> dict:
-    """The predicate entry: known fields only; the K-number is a <<FILL ...>> placeholder or a real K-number
-    (never guessed), the decision date a placeholder or YYYY-MM-DD, the rest screened free text."""
+    """One predicate entry: known fields only; the K-number is a <<FILL ...>> placeholder or a real K-number
+    (never guessed), the decision date a placeholder or YYYY-MM-DD, `claims` the critical findings of this
+    device's detection head the predicate is cited for, the rest screened free text."""
     raw = read_mapping(raw, where)
     out = {}
     for key in PREDICATE_FIELDS:
@@ -135,7 +154,15 @@ def read_predicate(raw, where: str = "predicate") -> dict:
         if isinstance(value, (date, int)) and not isinstance(value, bool):  # YAML: 2019-05-01, class 2
             value = value.isoformat() if isinstance(value, date) else str(value)
         field_where = f"{where}[{key!r}]"
-        if key == "k_number" and isinstance(value, str) and not PLACEHOLDER_RE.search(value):
+        if key == "claims":
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+                raise ValueError(f"{field_where} must be a non-empty list of critical findings")
+            unknown = [i for i, v in enumerate(value) if v not in CRITICAL_FINDINGS]
+            if unknown:
+                raise ValueError(f"{field_where}[{unknown[0]}] is not one of the critical findings "
+                                 f"{list(CRITICAL_FINDINGS)}")
+            out[key] = [f for f in CRITICAL_FINDINGS if f in value]
+        elif key == "k_number" and isinstance(value, str) and not PLACEHOLDER_RE.search(value):
             out[key] = read_formatted(value.strip(), field_where, K_NUMBER_RE,
                                       "neither a <<FILL ...>> placeholder nor a K-number (K + 6 digits) or De Novo "
                                       "number (DEN + 6 digits); never guess one")
@@ -146,9 +173,10 @@ def read_predicate(raw, where: str = "predicate") -> dict:
     return out
 
 
-def predicate_placeholders(predicate: Mapping[str, str]) -> list[str]:
+def predicate_placeholders(predicate: Mapping[str, Any]) -> list[str]:
     """Names of the predicate fields that still hold a <<FILL ...>> placeholder."""
-    return [key for key in PREDICATE_FIELDS if key in predicate and PLACEHOLDER_RE.search(predicate[key])]
+    return [key for key in PREDICATE_FIELDS
+            if isinstance(predicate.get(key), str) and PLACEHOLDER_RE.search(predicate[key])]
 
 
 # --------------------------------------------------------------------------- readers

@@ -87,3 +87,27 @@ PHI_STATEMENT = (
     "patient identifiers. Only known summary fields of the inputs are rendered, and every rendered text is "
     "screened for report-like content."
 )
+
+# The packet's sections in order: (key, title). Cross-references ("Section 6") are numbered from this list.
+OUTLINE = (
+    ("device", "Device description and intended use"),
+    ("indications", "Indications for use and contraindications"),
+    ("pathway", "Regulatory pathway and predicates"),
+    ("data", "Training, validation and test data"),
+    ("performance", "Clinical performance"),
+    ("gate", "Release-gate decision"),
+    ("risk", "Risk analysis"),
+    ("pccp", "Predetermined Change Control Plan (PCCP)"),
+    ("champion", "Changes since the current champion"),
+    ("versions", "Software and model versions"),
+    ("sbom", "Software bill of materials and licences"),
+    ("estar", "Submission section manifest (eSTAR-style)"),
+    ("gmlp", "Good Machine Learning Practice: the ten guiding principles"),
+    ("release", "Release status"),
+)
+
+
+def section_ref(key: str) -> str:
+    """'Section 6 (Release-gate decision)' for a key of OUTLINE."""
+    keys = [k for k, _ in OUTLINE]
+    return f"Section {keys.index(key) + 1} ({OUTLINE[keys.index(key)][1]})"

@@ -17,7 +17,8 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen import canvas as rl_canvas
 from reportlab.platypus import CondPageBreak, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from regulatory.view import cell, view_model
+from regulatory.view import view_model
+from regulatory.view_blocks import cell
 
 # The PDF uses the standard Type 1 fonts (nothing to embed, nothing machine-dependent); they cover cp1252.
 _PDF_REPLACEMENTS = {"≥": ">=", "≤": "<=", "→": "->", "←": "<-", "↔": "<->", "≠": "!=", "×": "x", "µ": "u",

@@ -6,30 +6,29 @@ from __future__ import annotations
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from regulatory.formatting import ci_text, fmt, fmt_ci, pair_text
+from regulatory.labeling import OUTLINE
 from regulatory.sections import LOWER_IS_BETTER, NOT_RECORDED, SPLITS, SUMMARY_KEYS
-
-
-def cell(text: str, tone: str | None = None) -> dict:
-    return {"text": text, "tone": tone}
-
+from regulatory.view_blocks import cell, table_block
+from regulatory.view_evidence import (
+    DEV_KEY_WARNING,
+    champion_blocks,
+    estar_blocks,
+    gmlp_blocks,
+    model_file_blocks,
+    pathway_blocks,
+    pccp_blocks,
+    sbom_blocks,
+)
 
 _RISK_TONE = {"acceptable": "good", "needs review": "warn", "unacceptable": "bad"}
 
 
-def table_block(header: list[str] | None, rows: list[list], widths: list[float], kv: bool = False,
-                tall: bool = False) -> dict:
-    """A table block; `widths` are fractions of the text width (sum 1); a cell's "\n" is a line break;
-    `tall` rows leave room for handwriting (signatures)."""
-    rows = [[c if isinstance(c, dict) else cell(str(c)) for c in row] for row in rows]
-    return {"kind": "table", "header": header, "rows": rows, "widths": widths, "kv": kv, "tall": tall}
-
-
 def view_model(doc: dict) -> dict:
     """Titles, banners and sections as generic blocks (h, p, note, list, banner, table) both renderers draw."""
-    p, dev, pred, data, perf, gate = (doc[k] for k in ("packet", "device", "predicate", "data", "performance",
-                                                       "gate"))
+    p, dev, data, perf, gate = (doc[k] for k in ("packet", "device", "data", "performance", "gate"))
     rejected = p["status"] == "rejected"
-    title = "510(k) Premarket Notification - Technical Documentation Packet"
+    verdict = doc["pccp"]["verdict"]
+    title = "Regulatory Technical Documentation Packet (De Novo / 510(k))"
     cover = [table_block(None, [
         ["Device (model)", p["model_name"]],
         ["Version", p["model_version"]],
@@ -37,58 +36,52 @@ def view_model(doc: dict) -> dict:
         ["Packet created (UTC)", p["created"]],
         ["Release-gate decision", cell(gate["decision"].upper() + (" - NOT PROMOTED" if rejected else ""),
                                         "bad" if rejected else "good")],
+        ["PCCP verdict", cell(verdict["verdict"].upper(), "good" if verdict["within"] else "bad")],
+        ["Regulatory pathway", doc["pathway"]["recommended_pathway"]],
         ["Packet schema", doc["schema"]],
     ], [0.3, 0.7], kv=True)]
     if rejected:
         cover.append({"kind": "banner", "tone": "bad", "text": doc["release_statement"]})
-    if pred["placeholders"]:
+    if not doc["pathway"]["complete"]:
+        open_items = [f"{q['device_name']} ({q['k_number']}): {', '.join(q['placeholders'])}"
+                      for q in doc["pathway"]["predicates"] if q["placeholders"]]
         cover.append({"kind": "banner", "tone": "warn", "text":
-                      "NOT SUBMISSION-READY: the predicate entry (configs/predicate.yaml) still holds placeholders "
-                      f"for: {', '.join(pred['placeholders'])}."})
+                      "NOT SUBMISSION-READY: the predicate entries (configs/predicate.yaml) still hold placeholders "
+                      "for the regulatory team to complete: " + "; ".join(open_items) + "."})
+    if doc["signature"]["development"]:
+        cover.append({"kind": "banner", "tone": "warn", "text": DEV_KEY_WARNING})
     cover.append({"kind": "note", "text": doc["phi_statement"]})
 
-    sections = []
-    sections.append({"title": "Device description and intended use", "blocks": [
-        {"kind": "h", "text": "Device description"}, {"kind": "p", "text": dev["description"]},
-        {"kind": "h", "text": "Intended use"}, {"kind": "p", "text": dev["intended_use"]},
-    ]})
-    sections.append({"title": "Indications for use and contraindications", "blocks": [
-        {"kind": "h", "text": "Indications for use"}, {"kind": "p", "text": dev["indications"]},
-        {"kind": "h", "text": "Contraindications"}, {"kind": "list", "items": dev["contraindications"]},
-        {"kind": "h", "text": "Warnings and precautions"}, {"kind": "list", "items": dev["warnings"]},
-    ]})
+    blocks = {
+        "device": [{"kind": "h", "text": "Device description"}, {"kind": "p", "text": dev["description"]},
+                   {"kind": "h", "text": "Intended use"}, {"kind": "p", "text": dev["intended_use"]}],
+        "indications": [
+            {"kind": "h", "text": "Indications for use"}, {"kind": "p", "text": dev["indications"]},
+            {"kind": "h", "text": "Contraindications"}, {"kind": "list", "items": dev["contraindications"]},
+            {"kind": "h", "text": "Warnings and precautions"}, {"kind": "list", "items": dev["warnings"]}],
+        "pathway": pathway_blocks(doc),
+        "data": _data_blocks(data),
+        "performance": _performance_blocks(perf),
+        "gate": _gate_blocks(gate, rejected),
+        "risk": _risk_blocks(doc["risk_analysis"], rejected),
+        "pccp": pccp_blocks(doc["pccp"]),
+        "champion": champion_blocks(doc["champion"]),
+        "versions": _versions_blocks(doc["versions"]) + model_file_blocks(doc["model_files"]),
+        "sbom": sbom_blocks(doc["sbom"]),
+        "estar": estar_blocks(doc["estar"]),
+        "gmlp": gmlp_blocks(doc["gmlp"]),
+        "release": _release_blocks(doc, rejected),
+    }
+    sections = [{"title": title_, "blocks": blocks[key], "number": number}
+                for number, (key, title_) in enumerate(OUTLINE, 1)]
+    status = "REJECTED CANDIDATE - NOT PROMOTED" if rejected else "promoted by release gate"
+    return {"title": title, "subtitle": f"{p['model_name']} v{p['model_version']} - run {p['run_id']} - {p['created']}",
+            "cover": cover, "sections": sections, "rejected": rejected,
+            "running_head": f"Regulatory packet - {p['model_name']} v{p['model_version']} - {status}",
+            "footer": "DRAFT - confidential - contains no PHI"}
 
-    crit = perf["critical_findings"]
-    summ = perf["summary"]
-    subject_perf = (f"Test set, {perf['n_studies']} studies. Critical-finding sensitivity (95 % CI): "
-                    + "; ".join(f"{f} {pair_text(crit[f]['sensitivity'], crit[f]['sensitivity_ci'])}"
-                                for f in CRITICAL_FINDINGS)
-                    + f". Hallucination rate {ci_text(summ['hallucination rate'])}. "
-                    f"CE micro F1 {ci_text(summ['CE micro F1'])}.")
-    pred_name = f"{pred['device_name']} ({pred['k_number']})"
-    blocks = []
-    if pred["placeholders"]:
-        blocks.append({"kind": "banner", "tone": "warn", "text":
-                       "Predicate fields marked <<FILL ...>> are placeholders that Regulatory Affairs must replace "
-                       "with the predicate's cleared data; no K-number has been assumed."})
-    ident = [f"Manufacturer: {pred['manufacturer']}"]
-    for key, label in (("decision_date", "Decision date"), ("regulation_number", "Regulation"),
-                       ("product_code", "Product code"), ("device_class", "Class")):
-        if key in pred:
-            ident.append(f"{label}: {pred[key]}")
-    blocks.append(table_block(["Attribute", "Subject device", "Predicate device"], [
-        [cell("Device", "strong"), f"{p['model_name']} v{p['model_version']}",
-         f"{pred_name}. " + ". ".join(ident)],
-        [cell("Intended use", "strong"), dev["intended_use"], pred["intended_use"]],
-        [cell("Technology", "strong"), dev["technology"], pred["technology"]],
-        [cell("Input", "strong"), dev["input"], pred["input"]],
-        [cell("Output", "strong"), dev["output"], pred["output"]],
-        [cell("Performance", "strong"), subject_perf, pred["performance"]],
-    ], [0.15, 0.425, 0.425]))
-    blocks += [{"kind": "h", "text": "Substantial-equivalence discussion"},
-               {"kind": "p", "text": pred["equivalence_discussion"]}]
-    sections.append({"title": "Predicate device comparison", "blocks": blocks})
 
+def _data_blocks(data: dict) -> list[dict]:
     roles = dict(SPLITS)
     split_rows = [[s, roles[s], "n/a" if data["studies_per_split"][s] is None else str(data["studies_per_split"][s]),
                    "n/a" if data["images_per_split"][s] is None else str(data["images_per_split"][s])]
@@ -111,16 +104,14 @@ def view_model(doc: dict) -> dict:
     for i, note in enumerate(data["notes"]):
         blocks.append({"kind": "banner", "tone": "warn", "text": note} if i == 0 and data["is_iu_xray_demo"]
                       else {"kind": "p", "text": note})
-    sections.append({"title": "Training, validation and test data", "blocks": blocks})
+    return blocks
 
-    sections.append({"title": "Clinical performance", "blocks": _performance_blocks(perf)})
-    sections.append({"title": "Release-gate decision", "blocks": _gate_blocks(gate, rejected)})
 
-    risk = doc["risk_analysis"]
+def _risk_blocks(risk: dict, rejected: bool) -> list[dict]:
     risk_rows = [[r["hazard"], r["cause"], r["mitigation"], f"{r['metric']}:\n{r['measured']}", r["criterion"],
                   cell(f"{r['residual_risk'].upper()}\n{r['basis']}", _RISK_TONE[r["residual_risk"]])]
                  for r in risk["rows"]]
-    sections.append({"title": "Risk analysis", "blocks": [
+    return [
         {"kind": "p", "text": "Hazard, cause, risk control and residual risk per hazard (ISO 14971). Each residual "
                               "risk is read off the measured metric and its acceptance criterion: acceptable when "
                               "the linked release-gate check passed, unacceptable when it failed, needs review when "
@@ -128,27 +119,28 @@ def view_model(doc: dict) -> dict:
         table_block(["Hazard", "Cause", "Risk control (mitigation)", "Linked measurement", "Acceptance criterion",
                      "Residual risk"], risk_rows, [0.14, 0.15, 0.2, 0.22, 0.13, 0.16]),
         {"kind": "banner", "tone": "bad" if rejected else "warn", "text": "Overall residual risk: " + risk["overall"]},
-    ]})
+    ]
 
-    sections.append({"title": "Software and model versions", "blocks": _versions_blocks(doc["versions"])})
 
-    sections.append({"title": "Release status", "blocks": [
+def _release_blocks(doc: dict, rejected: bool) -> list[dict]:
+    sig = doc["signature"]
+    signed = ("This packet's SHA256SUMS is signed (Ed25519, detached signature in SHA256SUMS.sig) with the key "
+              f"whose id (SHA-256 of the public key) is {sig['key_id']}"
+              + (": a DEVELOPMENT key, not evidence for a release." if sig["development"] else ".")
+              if sig["signed"] else "This packet is not signed.")
+    return [
         {"kind": "banner", "tone": "bad" if rejected else "good", "text": doc["release_statement"]},
         {"kind": "h", "text": "Review and approval"},
         table_block(["Role", "Name", "Signature", "Date"],
                     [["Prepared by (ML engineering)", "", "", ""], ["Reviewed by (Regulatory Affairs)", "", "", ""],
                      ["Approved by (Quality Assurance)", "", "", ""]], [0.34, 0.26, 0.24, 0.16], tall=True),
-        {"kind": "note", "text": "Reproducibility: rebuilding this packet from the same run inputs yields "
-                                 "byte-identical packet.json, packet.html and packet.pdf; SHA256SUMS lists each "
-                                 "file's hash."},
-    ]})
-    for number, section in enumerate(sections, 1):
-        section["number"] = number
-    status = "REJECTED CANDIDATE - NOT PROMOTED" if rejected else "promoted by release gate"
-    return {"title": title, "subtitle": f"{p['model_name']} v{p['model_version']} - run {p['run_id']} - {p['created']}",
-            "cover": cover, "sections": sections, "rejected": rejected,
-            "running_head": f"510(k) packet - {p['model_name']} v{p['model_version']} - {status}",
-            "footer": "DRAFT - confidential - contains no PHI"}
+        {"kind": "h", "text": "Integrity and signature"},
+        {"kind": "p", "text": signed + " `rrg packet verify FILE` re-hashes every file and checks the signature "
+                                       "against the trusted public keys."},
+        {"kind": "note", "text": "Reproducibility: rebuilding this packet from the same run inputs with the same "
+                                 "signing key yields byte-identical packet.json, packet.html and packet.pdf; "
+                                 "SHA256SUMS lists each file's hash."},
+    ]
 
 
 def _performance_blocks(perf: dict) -> list[dict]:

@@ -9,6 +9,9 @@ import zipfile
 from pathlib import Path
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
+from model_core.config import GateConfig
+from model_core.evaluation.gates import gate_decision
+from model_core.sbom import MANIFEST_ROLE, ROLE_PROPERTY, SPLITS_ROLE
 from regulatory import PacketInputs
 
 CREATED = "2025-11-28T03:24:00Z"
@@ -18,6 +21,38 @@ CANARIES = ("FINDINGS: the heart size is normal", "IMPRESSION: no acute", "XXXX"
 # model_card["provenance"] as training records it (model_core.provenance.collect_provenance).
 PROVENANCE = {"python": "3.11.9", "model_core": "0.1.0", "git_commit": "544817a" * 5 + "abcde", "git_dirty": False,
               "packages": {"torch": "2.13.0+cpu", "transformers": "4.57.6", "reportlab": "5.1.0", "numpy": "1.26.4"}}
+
+
+SPLITS_SHA = "d" * 64
+# A CycloneDX SBOM as model_core.sbom records it at training (a few components of each licence kind).
+SBOM = {
+    "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+    "serialNumber": "urn:uuid:0b7c4d1e-6a3f-5c2b-9e8d-1f2a3b4c5d6e",
+    "metadata": {"timestamp": "2025-11-28T02:10:00Z", "component": {"name": "radiology-report-generator"}},
+    "components": [
+        {"type": "library", "name": "torch", "version": "2.13.0+cpu", "purl": "pkg:pypi/torch@2.13.0%2Bcpu",
+         "licenses": [{"expression": "Apache-2.0 AND BSD-3-Clause AND BSL-1.0 AND MIT"}]},
+        {"type": "library", "name": "alibi-detect", "version": "0.13.0", "purl": "pkg:pypi/alibi-detect@0.13.0",
+         "licenses": [{"license": {"id": "BUSL-1.1"}}]},
+        {"type": "library", "name": "pylibjpeg-libjpeg", "version": "2.2.0",
+         "purl": "pkg:pypi/pylibjpeg-libjpeg@2.2.0", "licenses": [{"license": {"id": "GPL-3.0-only"}}]},
+        {"type": "library", "name": "huey", "version": "3.5.4", "purl": "pkg:pypi/huey@3.5.4", "licenses": []},
+        {"type": "library", "name": "cryptography", "version": "50.0.2", "purl": "pkg:pypi/cryptography@50.0.2",
+         "licenses": [{"expression": "Apache-2.0 OR BSD-3-Clause"}], "description": "pixel_canary_blob"},
+        {"type": "library", "name": "numpy", "version": "1.26.4", "purl": "pkg:pypi/numpy@1.26.4",
+         "licenses": [{"license": {"name": "BSD License"}}]},
+        {"type": "data", "name": "manifest.csv", "hashes": [{"alg": "SHA-256", "content": "a" * 64}],
+         "properties": [{"name": ROLE_PROPERTY, "value": MANIFEST_ROLE}]},
+        {"type": "data", "name": "splits.csv", "hashes": [{"alg": "SHA-256", "content": SPLITS_SHA}],
+         "properties": [{"name": ROLE_PROPERTY, "value": SPLITS_ROLE}]},
+    ],
+}
+MODEL_FILES = {"model.pt": "e" * 64, "model_config.json": "f" * 64, "detection.json": "1" * 64}
+# regulatory.evidence.separation_evidence of a clean run: split file unchanged, no evaluated study in train/val.
+SEPARATION = {"split_file": "splits.csv", "split_sha256_at_training": SPLITS_SHA,
+              "split_sha256_at_evaluation": SPLITS_SHA, "studies_in_split_file": 3444, "conflicting_studies": 0,
+              "evaluated_studies": 382, "evaluated_in_training_splits": 0, "evaluated_outside_test_split": 0,
+              "test_studies_sha256": "9" * 64}
 
 
 def ci(value, low=None, high=None, n_boot=1000):
@@ -70,6 +105,21 @@ def make_metrics() -> dict:
     }
 
 
+def strong_metrics() -> dict:
+    """Metrics good enough for the real release gate (model_core.evaluation.gates) at its default thresholds."""
+    metrics = make_metrics()
+    for finding in CRITICAL_FINDINGS:
+        metrics["critical_findings"][finding] = critical(200, 0, 150, 32, (0.9812, 1.0), (0.763, 0.874))
+    metrics["hallucination"]["vs_ground_truth"]["rate"] = ci(0.008, 0.002, 0.021)
+    metrics["summary"]["hallucination rate"] = ci(0.008, 0.002, 0.021)
+    return metrics
+
+
+def real_gate(metrics: dict, **config) -> dict:
+    """The decision of the real release gate on `metrics` (GateConfig defaults unless overridden)."""
+    return gate_decision(metrics, GateConfig(**config))
+
+
 def make_gate(passed: bool) -> dict:
     """A gate decision; the failing one misses the 0.98 sensitivity target on the CI lower bound."""
     target = 0.98 if not passed else 0.20
@@ -111,6 +161,7 @@ def make_inputs(passed: bool = True, **overrides) -> PacketInputs:
         monitoring={"drift": {"method": "MMD (permutation test)", "statistic": 0.0031, "p_value": 0.41,
                               "threshold": 0.05, "drift_detected": False},
                     "phi": {"passed": True, "checks_run": 6, "method": "DICOM header + OCR screen"}},
+        sbom=copy.deepcopy(SBOM), model_files=dict(MODEL_FILES), test_separation=dict(SEPARATION),
     )
     fields.update(overrides)
     return PacketInputs(**fields)

@@ -10,6 +10,9 @@ from markupsafe import escape
 from packet_inputs import PROVENANCE, ci, critical, make_gate, make_inputs, make_metrics, pdf_strings, read_zip
 
 from regulatory import build_packet, verify_packet
+from regulatory.labeling import OUTLINE
+
+OUTLINE_TITLES = [title for _, title in OUTLINE]
 
 
 def test_passing_packet_content(packets):
@@ -18,18 +21,22 @@ def test_passing_packet_content(packets):
     html = files["packet.html"].decode()
     pdf = pdf_strings(files["packet.pdf"])
     assert doc["packet"]["status"] == "promoted" and doc["gate"]["decision"] == "promote"
-    for title in ("Device description and intended use", "Indications for use and contraindications",
-                  "Predicate device comparison", "Training, validation and test data", "Clinical performance",
-                  "Release-gate decision", "Risk analysis", "Software and model versions", "Release status"):
-        assert title in html and title in pdf
+    for title in OUTLINE_TITLES:
+        assert title in html and title in pdf, title
     for text in ("CC BY-NC-ND 4.0", "Demner-Fushman", "NOT representative", "a" * 64, "b" * 64,
                  "0.667 (0.208–0.939)", "0.021 (0.008–0.037)", "2.13.0+cpu", "4.57.6",
                  "Pediatric", "not intended for autonomous diagnosis"):
         assert text in html, text
     assert "0.667 (0.208" in pdf and "NOT PROMOTED" not in html and "REJECTED" not in pdf
-    # Predicate placeholders are carried, flagged, never replaced by an invented K-number.
-    assert doc["predicate"]["placeholders"] and "k_number" in doc["predicate"]["placeholders"]
-    assert "NOT SUBMISSION-READY" in html and not re.search(r"\bK\d{6}\b", html)
+    # The honest pathway: De Novo for the generator, cleared triage devices for the detection-head claims only,
+    # with the regulatory team's placeholders carried and flagged.
+    assert doc["pathway"]["recommended_pathway"].startswith("De Novo") and doc["pathway"]["generator_predicate"] is None
+    assert "De Novo" in pdf and "no substantial-equivalence claim is made for the device as a whole" in html
+    assert sorted(set(re.findall(r"\bK\d{6}\b", html))) == ["K183182", "K211733", "K222179", "K230899"]
+    claims = {c["finding"]: c["predicates"] for c in doc["pathway"]["claims"]}
+    assert claims["Pneumothorax"] == ["K183182", "K211733", "K230899"] and claims["Fracture"] == []
+    assert "NOT SUBMISSION-READY" in html and doc["packet"]["predicates_complete"] is False
+    assert all("verification" in p["placeholders"] for p in doc["pathway"]["predicates"])
     rows = {r["hazard"]: r for r in doc["risk_analysis"]["rows"]}
     assert rows["Missed pneumothorax in the draft (false negative)"]["residual_risk"] == "acceptable"
     assert rows["Missed pneumothorax in the draft (false negative)"]["linked_checks"] == [
@@ -115,7 +122,7 @@ def test_versions_not_recorded_without_provenance(tmp_path):
     assert versions == {"recorded": False, "python": "not recorded", "model_core": "not recorded",
                         "git_commit": "not recorded", "git_dirty": None, "packages": None}
     assert "Software versions were not recorded with this model" in html
-    section = html[html.rindex("Software and model versions"):html.rindex("Release status")]  # not the contents
+    section = html[html.index('<section id="section-10">'):html.index('<section id="section-11">')]
     # Python, model_core, git commit, uncommitted changes, packages; plus the banner
     assert section.count("not recorded") == 6, section
     assert pdf.count("not recorded") >= 5 and "3.11.9" not in pdf

@@ -1,16 +1,15 @@
 """What the packet lets in: the PHI guard (report text and identifiers refused, never echoed), bad inputs named
-by their key, values with a format of their own (K-number, commit, timestamp), the predicate entry."""
+by their key, values with a format of their own (K-number, commit, timestamp), the predicate entries, the SBOM."""
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 
 import pytest
 from packet_inputs import CANARIES, PROVENANCE, make_gate, make_inputs, make_metrics, pdf_strings, read_zip
 
-from regulatory import build_packet, load_predicate, packet_document
+from regulatory import build_packet, load_predicates, packet_document
 
 # --------------------------------------------------------------------------- PHI guard
 
@@ -80,16 +79,18 @@ def test_refusal_names_the_field_and_the_problem_never_the_value(value, problem)
 
 
 @pytest.mark.parametrize("field", ["dataset", "citation", "gate config", "gate reasons", "check name", "predicate",
-                                   "monitoring", "intended_use", "warnings"])
+                                   "monitoring", "intended_use", "warnings", "sbom licence"])
 def test_every_free_text_field_is_screened(field):
     value = "call Mr. Canary at (212) 555-0199"
-    gate, data, predicate = make_gate(False), dict(make_inputs().data_summary), dict(load_predicate())
+    gate, data, predicates = make_gate(False), dict(make_inputs().data_summary), load_predicates()
     monitoring, overrides = copy.deepcopy(make_inputs().monitoring), {}
+    sbom = copy.deepcopy(make_inputs().sbom)
     where = {"dataset": "data_summary['dataset']", "citation": "data_summary['citation']",
              "gate config": "gate['config']['note']", "gate reasons": "gate['reasons'][0]",
-             "check name": "gate['checks'][1]['name']", "predicate": "predicate['manufacturer']",
+             "check name": "gate['checks'][1]['name']", "predicate": "predicates[1]['manufacturer']",
              "monitoring": "monitoring['drift']['method']", "intended_use": "intended_use",
-             "warnings": "warnings[1]"}[field]
+             "warnings": "warnings[1]", "sbom licence": "sbom['components'][5]['licenses'][0]['license']['name']",
+             }[field]
     if field in ("dataset", "citation"):
         data[field] = value
     elif field == "gate config":
@@ -99,7 +100,9 @@ def test_every_free_text_field_is_screened(field):
     elif field == "check name":
         gate["checks"][1]["name"] = value
     elif field == "predicate":
-        predicate["manufacturer"] = value
+        predicates[1]["manufacturer"] = value
+    elif field == "sbom licence":
+        sbom["components"][5]["licenses"][0]["license"]["name"] = value
     elif field == "monitoring":
         monitoring["drift"]["method"] = value
     elif field == "intended_use":
@@ -107,8 +110,8 @@ def test_every_free_text_field_is_screened(field):
     else:
         overrides["warnings"] = ("Read the images.", value)
     with pytest.raises(ValueError) as err:
-        packet_document(make_inputs(False, gate=gate, data_summary=data, predicate=predicate, monitoring=monitoring,
-                                    **overrides))
+        packet_document(make_inputs(False, gate=gate, data_summary=data, predicates=predicates, monitoring=monitoring,
+                                    sbom=sbom, **overrides))
     message = str(err.value)
     assert message.startswith(f"{where} looks like it contains") and "Canary" not in message and "0199" not in message
 
@@ -124,12 +127,14 @@ def test_a_config_key_is_screened_before_it_is_named():
 def test_formatted_values_are_checked_by_their_own_format():
     """K-numbers, dates, run ids, commits and versions hold digit runs and dates that the identifier screen
     refuses in free text: each is let in by its own strict format instead."""
-    predicate = dict(load_predicate(), k_number="K183182", decision_date="2019-05-01")
+    predicates = load_predicates()
+    predicates[1].update(k_number="K183182", decision_date="2019-05-01")
     versions = copy.deepcopy(PROVENANCE)
     versions["packages"]["certifi"] = "2024.2.2"  # calendar versioning looks like a date
-    doc = packet_document(make_inputs(predicate=predicate, versions=versions, run_id="run-20251128-0324",
+    doc = packet_document(make_inputs(predicates=predicates, versions=versions, run_id="run-20251128-0324",
                                       created="2025-11-28T03:24:00+00:00"))
-    assert doc["predicate"]["k_number"] == "K183182" and doc["predicate"]["decision_date"] == "2019-05-01"
+    cited = doc["pathway"]["predicates"][1]
+    assert cited["k_number"] == "K183182" and cited["decision_date"] == "2019-05-01"
     assert doc["versions"]["packages"]["certifi"] == "2024.2.2" and doc["packet"]["created"] == "2025-11-28T03:24:00Z"
     assert doc["versions"]["git_commit"] == PROVENANCE["git_commit"] and doc["packet"]["run_id"] == "run-20251128-0324"
     # the same values in free text are refused
@@ -148,7 +153,7 @@ def test_formatted_values_are_checked_by_their_own_format():
             packet_document(make_inputs(versions=bad))
         assert "Canary" not in str(err.value)
     for kwargs in ({"run_id": "MRN 98765"}, {"created": "born 1950-02-01"},
-                   {"predicate": dict(predicate, k_number="K98765")}):
+                   {"predicates": [dict(predicates[0], k_number="K98765")]}):
         with pytest.raises(ValueError) as err:
             packet_document(make_inputs(**kwargs))
         assert "98765" not in str(err.value) and "1950" not in str(err.value)
@@ -218,19 +223,26 @@ def test_wrong_types_are_named():
         packet_document(make_inputs(created="2025-11-28T03:24:00"))
 
 
-# --------------------------------------------------------------------------- predicate
+# --------------------------------------------------------------------------- predicates
 
-def test_predicate_config_has_placeholders_and_no_invented_k_number(tmp_path):
-    predicate = load_predicate()
-    assert "<<FILL" in predicate["k_number"] and not re.search(r"K\d{6}", predicate["k_number"])
-    filled = dict(predicate, **{k: "Example" for k in ("device_name", "manufacturer", "decision_date",
-                                                       "regulation_number", "product_code", "performance")},
-                  k_number="K000000")  # obviously fake, for the test only
-    doc = packet_document(make_inputs(predicate=filled))
-    assert doc["predicate"]["placeholders"] == [] and doc["packet"]["predicate_complete"] is True
-    with pytest.raises(ValueError, match="k_number.*never guess"):
-        packet_document(make_inputs(predicate=dict(predicate, k_number="K12")))
+def test_predicate_config_cites_cleared_triage_devices_with_placeholders_marked(tmp_path):
+    predicates = load_predicates()
+    assert [p["k_number"] for p in predicates] == ["K183182", "K211733", "K230899", "K222179"]
+    for p in predicates:
+        assert set(p["claims"]) <= {"Pneumothorax", "Pleural Effusion"}  # triage predicates: detection claims only
+        assert "<<FILL" in p["verification"] and "<<FILL" in p["performance"]  # the regulatory team completes
+    filled = [dict(p, **{k: "Example" for k in ("manufacturer", "product_code", "performance", "verification")})
+              for p in predicates]
+    doc = packet_document(make_inputs(predicates=filled))
+    assert doc["pathway"]["complete"] is True and doc["packet"]["predicates_complete"] is True
+    assert all(p["placeholders"] == [] for p in doc["pathway"]["predicates"])
+    with pytest.raises(ValueError, match=r"predicates\[0\]\['k_number'\].*never guess"):
+        packet_document(make_inputs(predicates=[dict(predicates[0], k_number="K12")]))
+    with pytest.raises(ValueError, match=r"predicates\[0\]\['claims'\]\[0\] is not one of the critical findings"):
+        packet_document(make_inputs(predicates=[dict(predicates[0], claims=["Cardiomegaly"])]))
+    with pytest.raises(ValueError, match=r"predicates\[0\]\['verification'\] is missing"):
+        packet_document(make_inputs(predicates=[{k: v for k, v in predicates[0].items() if k != "verification"}]))
     bad = tmp_path / "predicate.yaml"
-    bad.write_text("device: {}\n")
-    with pytest.raises(ValueError, match="no top-level 'predicate'"):
-        load_predicate(bad)
+    bad.write_text("predicate: {}\n")
+    with pytest.raises(ValueError, match="no top-level 'predicates' list"):
+        load_predicates(bad)
