@@ -2,8 +2,13 @@
 
 Each component reads its inputs, calls one library function (model_core / regulatory / registry), writes
 typed KFP artifacts, and logs its part to the pipeline's MLflow run. The functions are built by
-`build_components(image)` so the container image is a compile-time choice; locally they run in
-subprocesses of this interpreter (`kfp.local.SubprocessRunner(use_venv=False)`).
+`build_components(image, train_image)` so the container images are a compile-time choice (the CUDA image for
+`train`, the CPU image for the rest); locally they run in subprocesses of this interpreter
+(`kfp.local.SubprocessRunner(use_venv=False)`).
+
+Data: with a `dataset_uri`, validate_data materialises and verifies the pushed dataset into its Dataset artifact
+(`model_core.data.remote`), and every step that reads data points its config there (`dataset_config`: the
+artifact's own local path, which differs from pod to pod); without one, the config's data is used as it is.
 
 Component bodies import inside the function: KFP ships each body to its container on its own.
 """
@@ -15,20 +20,26 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
-def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Output[Dataset],
-                  validation_report: Output[HTML]) -> str:
-    """Great Expectations over the manifest and images; stops the pipeline on any failed expectation."""
+def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset_uri: str,
+                  dataset: Output[Dataset], validation_report: Output[HTML]) -> str:
+    """Materialise the dataset at `dataset_uri` (every SHA-256 verified; a mismatch fails the run naming the
+    file) or take the config's; then Great Expectations over the manifest and images, stopping the pipeline on
+    any failed expectation."""
     import json
     import shutil
     import time
     from pathlib import Path
 
     from model_core.config import Config, build_section, resolve_path
+    from model_core.data.remote import dataset_config, materialise_for_pipeline
     from model_core.data.validation import raise_on_failure, validate_dataset
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
+    if dataset_uri:
+        dataset.metadata.update(materialise_for_pipeline(dataset_uri, dataset.path))
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
     root = resolve_path(cfg.data.root)
     manifest = resolve_path(cfg.data.manifest) if cfg.data.manifest else root / "manifest.csv"
     out = Path(dataset.path)
@@ -36,6 +47,8 @@ def validate_data(config_json: str, tracking_uri: str, mlflow_run_id: str, datas
     shutil.copy(result.report_html, validation_report.path)
     tracking.log_artifacts(tracking_uri, mlflow_run_id, out / "validation", "validation")
     lineage = tracking.data_lineage(root, manifest)
+    if dataset_uri:
+        lineage.update({k: dataset.metadata[k] for k in ("dataset_uri", "sha256sums_sha256")})
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
     tracking.log_params(tracking_uri, mlflow_run_id, {"data": lineage})
     dataset.metadata.update({"manifest": str(manifest), "root": str(root), **lineage})
@@ -53,36 +66,54 @@ def eda(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[
 
     from model_core.config import Config, build_section
     from model_core.data.eda import run_data_report
+    from model_core.data.remote import dataset_config
+    from model_core.evaluation.baseline import dataset_paths
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
+    root, manifest = dataset_paths(dataset_config(cfg.data, dataset.path, dataset.metadata))
     out = Path(figures.path)
-    paths = run_data_report(out, root=dataset.metadata["root"], manifest=dataset.metadata["manifest"],
-                            limit_studies=cfg.data.limit_studies)
+    paths = run_data_report(out, root=root, manifest=manifest, limit_studies=cfg.data.limit_studies)
     figures.metadata.update({name: p.name for name, p in paths.items()})
     tracking.log_artifacts(tracking_uri, mlflow_run_id, out, "eda")
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.eda.seconds": time.perf_counter() - t0})
 
 
-def train(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+def train(config_json: str, tracking_uri: str, mlflow_run_id: str, num_gpus: int, dataset: Input[Dataset],
           model: Output[Model]) -> None:
-    """Two-stage training through DeepSpeed; the model directory is the Model artifact."""
+    """Two-stage training through DeepSpeed, data-parallel over `num_gpus` worker processes (one per GPU, started
+    by `model_core.training.distributed.launch_workers`; one process: in this one). Rank 0 logs each epoch to
+    MLflow as it ends and writes the model directory, the Model artifact."""
     import json
+    import sys
+    import tempfile
     import time
+    from pathlib import Path
 
-    from model_core.artifacts import HISTORY, MODEL_CARD
+    from model_core.artifacts import MODEL_CARD
     from model_core.config import Config, build_section
+    from model_core.data.remote import dataset_config
+    from model_core.training.distributed import launch_workers
     from model_core.training.trainer import train_report_model
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
-    model_dir = train_report_model(cfg, model.path)
-    history = json.loads((model_dir / HISTORY).read_text())
-    tracking.log_history(tracking_uri, mlflow_run_id, history)
-    card = json.loads((model_dir / MODEL_CARD).read_text())
-    model.metadata.update({"version": card["version"], "training_seconds": card["training_seconds"]})
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
+    if num_gpus > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            config_file = Path(tmp) / "config.json"
+            config_file.write_text(json.dumps(cfg.to_dict()))
+            launch_workers([sys.executable, "-m", "components.train_worker", "--config-json", str(config_file),
+                            "--out", model.path, "--tracking-uri", tracking_uri, "--run-id", mlflow_run_id],
+                           nproc=num_gpus)
+    else:
+        train_report_model(cfg, model.path, on_epoch=lambda stage, record: tracking.log_history(
+            tracking_uri, mlflow_run_id, {stage: [record]}))
+    card = json.loads((Path(model.path) / MODEL_CARD).read_text())
+    model.metadata.update({"version": card["version"], "training_seconds": card["training_seconds"],
+                           "training_processes": card["distributed"]["world_size"]})
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.train.seconds": time.perf_counter() - t0,
                                                         "training_seconds": card["training_seconds"]})
 
@@ -96,11 +127,13 @@ def train_baseline(config_json: str, tracking_uri: str, mlflow_run_id: str, data
 
     from model_core.artifacts import BASELINE_SUMMARY
     from model_core.config import Config, build_section
+    from model_core.data.remote import dataset_config
     from model_core.evaluation.baseline import train_baseline as train_template_baseline
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
     baseline_dir = Path(train_template_baseline(cfg, baseline.path))
     summary = json.loads((baseline_dir / BASELINE_SUMMARY).read_text())
     baseline.metadata.update({"kind": summary["kind"]})
@@ -108,8 +141,8 @@ def train_baseline(config_json: str, tracking_uri: str, mlflow_run_id: str, data
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.train_baseline.seconds": time.perf_counter() - t0})
 
 
-def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model], baseline: Input[Model],
-             metrics: Output[Metrics], evaluation: Output[Artifact]) -> None:
+def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset], model: Input[Model],
+             baseline: Input[Model], metrics: Output[Metrics], evaluation: Output[Artifact]) -> None:
     """Candidate and template baseline on the test split, side by side, with 95 % CIs."""
     import json
     import time
@@ -117,11 +150,13 @@ def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Inp
 
     from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT
     from model_core.config import Config, build_section
+    from model_core.data.remote import dataset_config
     from model_core.evaluation.evaluate import evaluate_candidate
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
     result = evaluate_candidate(cfg, model.path, evaluation.path, baseline.path)
     flat = tracking.evaluation_metrics(result)
     for key, value in flat.items():
@@ -155,18 +190,20 @@ def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: In
     return bool(result["passed"])
 
 
-def export(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
+def export(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset], model: Input[Model],
            onnx_model: Output[Model]) -> None:
     """ONNX export (FP32 + INT8 LM), parity check, latency; TensorRT only where it imports."""
     import json
     import time
 
     from model_core.config import Config, build_section
+    from model_core.data.remote import dataset_config
     from model_core.export.step import export_onnx
     from registry import tracking
 
     t0 = time.perf_counter()
     cfg = build_section(Config, json.loads(config_json))
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
     report = export_onnx(model.path, onnx_model.path, data_cfg=cfg.data)
     onnx_model.metadata.update({k: v for k, v in report.items() if isinstance(v, (str, int, float, bool))})
     tracking.log_artifacts(tracking_uri, mlflow_run_id, onnx_model.path, "onnx")
@@ -176,16 +213,25 @@ def export(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input
 def regulatory_packet(model_name: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
                       model: Input[Model], evaluation: Input[Artifact], decision: Input[Artifact],
                       packet: Output[Artifact]) -> str:
-    """The 510(k) packet (PDF, HTML, JSON + SHA-256 manifest), reproducible from the run."""
+    """The signed packet (PDF, HTML, JSON, SBOM + SHA-256 manifest and its signature), reproducible from the run,
+    compared with the current champion's packet."""
+    import tempfile
     import time
 
-    from registry import tracking
+    from model_core.config import DataConfig
+    from model_core.data.remote import dataset_config
+    from registry import models, tracking
     from regulatory.assemble import build_run_packet
 
     t0 = time.perf_counter()
-    path = build_run_packet(run_id=mlflow_run_id, model_name=model_name, model_dir=model.path,
-                            evaluation_dir=evaluation.path, decision_path=decision.path,
-                            lineage=dict(dataset.metadata), out_dir=packet.path)
+    lineage = dict(dataset.metadata)
+    if lineage.get("data_dir"):   # a materialised copy: this pod's path to it (splits.csv is hashed there)
+        lineage["root"] = dataset_config(DataConfig(), dataset.path, lineage).root
+    with tempfile.TemporaryDirectory() as champion_dir:
+        path = build_run_packet(run_id=mlflow_run_id, model_name=model_name, model_dir=model.path,
+                                evaluation_dir=evaluation.path, decision_path=decision.path,
+                                lineage=lineage, out_dir=packet.path,
+                                champion_packet=models.download_champion_packet(tracking_uri, model_name, champion_dir))
     tracking.log_artifacts(tracking_uri, mlflow_run_id, path, "packet")
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.regulatory_packet.seconds": time.perf_counter() - t0})
     return str(path)
@@ -210,6 +256,8 @@ def register_model(model_name: str, tracking_uri: str, mlflow_run_id: str, model
 STEPS = (validate_data, eda, train, train_baseline, evaluate, gate, export, regulatory_packet, register_model)
 
 
-def build_components(image: str) -> SimpleNamespace:
-    """KFP components of every step, all in the given container image."""
-    return SimpleNamespace(**{fn.__name__: dsl.component(fn, base_image=image) for fn in STEPS})
+def build_components(image: str, train_image: str | None = None) -> SimpleNamespace:
+    """KFP components of every step: `train` in `train_image` (the CUDA build; default: `image`), the others in
+    `image` (the CPU build)."""
+    images = {fn.__name__: image for fn in STEPS} | {"train": train_image or image}
+    return SimpleNamespace(**{fn.__name__: dsl.component(fn, base_image=images[fn.__name__]) for fn in STEPS})

@@ -11,6 +11,7 @@ from pipelines.training import build_pipeline
 
 MONTHLY_CRON = "0 0 2 1 * *"          # KFP cron has a seconds field: 02:00 on the 1st of every month
 MONTHLY_CRON_5 = "0 2 1 * *"          # the same schedule in classic 5-field cron
+CUDA_TAG_SUFFIX = "-cuda"             # the train step's image: docker/Dockerfile.cuda, tagged <version>-cuda
 
 
 def component_image(image_registry: str, name: str = "rrg-components", tag: str = __version__) -> str:
@@ -20,12 +21,14 @@ def component_image(image_registry: str, name: str = "rrg-components", tag: str 
 
 
 def compile_pipeline(out: str | os.PathLike, image_registry: str) -> Path:
-    """Compile the cluster variant (GPU train step, CPU for the rest, secret-sourced credentials) to Kubeflow
-    IR YAML."""
+    """Compile the cluster variant (the train step on GPUs in the CUDA image, the CPU image for the rest,
+    secret-sourced credentials) to Kubeflow IR YAML."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")  # the compiler wants a .yaml suffix
-    compiler.Compiler().compile(build_pipeline(component_image(image_registry), cluster=True), str(tmp))
+    pipeline = build_pipeline(component_image(image_registry), cluster=True,
+                              train_image=component_image(image_registry, tag=f"{__version__}{CUDA_TAG_SUFFIX}"))
+    compiler.Compiler().compile(pipeline, str(tmp))
     os.replace(tmp, out)
     return out
 

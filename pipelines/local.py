@@ -28,8 +28,10 @@ LOCAL_IMAGE = f"rrg-components:{__version__}"  # recorded in the local IR; Subpr
 
 
 def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg-report-generator",
-                 summary_json: str | os.PathLike | None = None) -> dict:
-    """Run the whole pipeline on `cfg`; outputs under out_dir (kfp/, mlflow/). Returns the summary dict."""
+                 summary_json: str | os.PathLike | None = None, dataset_uri: str = "", train_gpus: int = 1) -> dict:
+    """Run the whole pipeline on `cfg`; outputs under out_dir (kfp/, mlflow/). Returns the summary dict.
+    dataset_uri: a dataset pushed with `rrg data push` (s3://…) instead of the config's data; train_gpus: the
+    train step's processes (one per GPU; CPU processes on gloo where there is none)."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -45,7 +47,7 @@ def run_pipeline(cfg: Config, out_dir: str | os.PathLike, model_name: str = "rrg
         status = "FAILED"
         try:
             task = pipeline(config_json=json.dumps(cfg.to_dict()), tracking_uri=uri, mlflow_run_id=run_id,
-                            model_name=model_name)
+                            model_name=model_name, dataset_uri=dataset_uri, train_gpus=train_gpus)
             registered = json.loads(task.output)
             status = "FINISHED"
         finally:

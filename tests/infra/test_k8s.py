@@ -43,8 +43,8 @@ def series_in(expr: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def schema_results(infra_venv, rendered, tfvars) -> dict[str, list[dict]]:
-    version = tfvars["prod"]["kubernetes_version"]
-    assert tfvars["staging"]["kubernetes_version"] == version
+    version = tfvars["prod"]["cluster"]["kubernetes_version"]
+    assert tfvars["staging"]["cluster"]["kubernetes_version"] == version
     out = {}
     for variant, objects in rendered.items():
         result = subprocess.run([str(infra_venv / "bin" / "python"), str(HERE / "kube_validate.py")],

@@ -15,7 +15,7 @@ import yaml
 from infra_layout import ENVIRONMENTS, REPO, find, one
 
 from model_core.config import ServingConfig, load_config
-from pipelines.cluster import compile_pipeline, component_image
+from pipelines.cluster import CUDA_TAG_SUFFIX, compile_pipeline, component_image
 from pipelines.training import GPU_NODE_LABEL, GPU_TOLERATION, SECRETS
 from rrg.cli import build_parser
 
@@ -62,10 +62,21 @@ def test_component_image_name_matches_the_ecr_repository(names, compiled, hcl):
     assert inspect.signature(component_image).parameters["name"].default == names["images"]["components"]
     images = {e["container"]["image"] for e in compiled[0]["deploymentSpec"]["executors"].values()}
     assert {i.rsplit(":", 1)[0] for i in images} == {f"{REGISTRY}/{names['images']['components']}"}
-    for env in ENVIRONMENTS:
-        storage = next(body for block in hcl[f"infra/terraform/envs/{env}/main.tf"]["module"]
-                       for name, body in block.items() if name == "storage")
-        assert storage["ecr_repositories"] == ["${local.names.images.components}"]
+    storage = next(body for block in hcl["infra/terraform/stack/main.tf"]["module"]
+                   for name, body in block.items() if name == "storage")
+    assert storage["ecr_repositories"] == ["${local.names.images.components}"]
+
+
+def test_train_runs_the_cuda_tag_and_every_other_step_the_cpu_tag(names, compiled):
+    """The image per step: the `-cuda` build (docker/Dockerfile.cuda) on the GPU nodes, the CPU build elsewhere;
+    the same tags that docs/cluster.md pushes and the serving overlays run."""
+    assert CUDA_TAG_SUFFIX == names["images"]["cuda_tag_suffix"]
+    images = {name: e["container"]["image"] for name, e in compiled[0]["deploymentSpec"]["executors"].items()}
+    cpu = component_image(REGISTRY)
+    assert images.pop("exec-train") == f"{cpu}{names['images']['cuda_tag_suffix']}"
+    assert set(images.values()) == {cpu}
+    gpu_steps = {name for name, e in compiled[1].items() if "nodeSelector" in e}
+    assert gpu_steps == {"exec-train"}, "only the step in the CUDA image is scheduled on the GPU nodes"
 
 
 def test_registered_model_name_matches_the_cli(names):
@@ -76,16 +87,15 @@ def test_registered_model_name_matches_the_cli(names):
 # --------------------------------------------------------------------------- Terraform reads the names
 
 def test_terraform_takes_the_names_from_the_names_file(hcl):
-    for env in ENVIRONMENTS:
-        main = hcl[f"infra/terraform/envs/{env}/main.tf"]
-        assert main["locals"][0]["names"] == '${jsondecode(file("${path.module}/../../names.json"))}'
-        modules = {name: body for block in main["module"] for name, body in block.items()}
-        assert modules["cluster"]["gpu_node_label"] == "${local.names.gpu.node_label}"
-        assert modules["cluster"]["gpu_taint"] == "${local.names.gpu.taint}"
-        assert modules["mlflow_db"]["db_name"] == "${local.names.mlflow.db_name}"
-        assert modules["iam"]["mlflow_db_user"] == "${local.names.mlflow.db_user}"
-        assert modules["iam"]["service_accounts"] == "${local.service_accounts}"
-        assert "local.kubernetes_secrets" in modules["secrets"]["secrets"]
+    main = hcl["infra/terraform/stack/main.tf"]  # the one place the environments' modules are wired
+    assert main["locals"][0]["names"] == '${jsondecode(file("${path.module}/../names.json"))}'
+    modules = {name: body for block in main["module"] for name, body in block.items()}
+    assert modules["cluster"]["gpu_node_label"] == "${local.names.gpu.node_label}"
+    assert modules["cluster"]["gpu_taint"] == "${local.names.gpu.taint}"
+    assert modules["mlflow_db"]["db_name"] == "${local.names.mlflow.db_name}"
+    assert modules["iam"]["mlflow_db_user"] == "${local.names.mlflow.db_user}"
+    assert modules["iam"]["service_accounts"] == "${local.service_accounts}"
+    assert "local.kubernetes_secrets" in modules["secrets"]["secrets"]
     node_groups = hcl["infra/terraform/modules/cluster/node_groups.tf"]
     gpu = next(r["aws_eks_node_group"]["gpu"] for r in node_groups["resource"]
                if "gpu" in r.get("aws_eks_node_group", {}))
@@ -200,12 +210,13 @@ def test_overlays_match_their_terraform_environment(env, names, rendered, tfvars
     policy = one(objects, "NetworkPolicy", names["serving"]["name"])
     sources = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["ingress"] for peer in rule["from"]
                if "ipBlock" in peer]
-    assert sources == [variables["vpc_cidr"]]
+    assert sources == [variables["network"]["vpc_cidr"]]
     # Capacity: every serving replica needs a GPU node (one GPU each), and the monthly train step one more.
     hpa = one(objects, "HorizontalPodAutoscaler", names["serving"]["name"])
-    assert variables["gpu_node_group"]["max_size"] >= hpa["spec"]["maxReplicas"] + 1
+    gpu_node_group = variables["cluster"]["gpu_node_group"]
+    assert gpu_node_group["max_size"] >= hpa["spec"]["maxReplicas"] + 1
     if env == "prod":
-        assert variables["gpu_node_group"]["min_size"] >= hpa["spec"]["minReplicas"] >= 2
+        assert gpu_node_group["min_size"] >= hpa["spec"]["minReplicas"] >= 2
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

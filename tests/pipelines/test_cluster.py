@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 
-from pipelines.cluster import MONTHLY_CRON, compile_pipeline, component_image, schedule_monthly
+from model_core import __version__
+from pipelines.cluster import CUDA_TAG_SUFFIX, MONTHLY_CRON, compile_pipeline, component_image, schedule_monthly
+from pipelines.training import DEFAULT_TRAIN_GPUS
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,6 @@ def compiled(tmp_path_factory):
 
 def test_compiled_pipeline_has_every_step_and_the_gate_condition(compiled):
     spec = compiled[0]
-    executors = spec["deploymentSpec"]["executors"]
-    images = {e["container"]["image"] for e in executors.values()}
-    assert images == {component_image("registry.example.org/radiology")}
     names = set(spec["components"])
     for step in ("validate-data", "eda", "train", "train-baseline", "evaluate", "gate", "export", "regulatory-packet",
                  "register-model"):
@@ -30,10 +29,42 @@ def test_compiled_pipeline_has_every_step_and_the_gate_condition(compiled):
     assert "gate-passed" in text and "gate-failed" in text and "triggerPolicy" in text
 
 
+def test_train_runs_the_cuda_image_and_every_other_step_the_cpu_image(compiled):
+    executors = compiled[0]["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    cpu = component_image("registry.example.org/radiology")
+    assert images.pop("exec-train") == f"{cpu}{CUDA_TAG_SUFFIX}" == \
+        f"registry.example.org/radiology/rrg-components:{__version__}-cuda"
+    assert set(images.values()) == {cpu} and len(images) >= 9
+
+
+def test_train_requests_the_pipelines_gpu_count_and_shared_memory(compiled):
+    spec, platform = compiled
+    gpus = spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]
+    assert gpus["parameterType"] == "NUMBER_INTEGER" and gpus["defaultValue"] == DEFAULT_TRAIN_GPUS == 4
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    count = train["resources"]["accelerator"]["resourceCount"]
+    assert count == "{{$.inputs.parameters['pipelinechannel--train_gpus']}}"          # the run's value, not a literal
+    task = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert task["num_gpus"]["componentInputParameter"] == "train_gpus"      # the launcher's process count
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi",
+                                      "volumeName": "dshm"}]
+
+
+def test_the_dataset_uri_reaches_the_first_step_and_its_copy_every_data_step(compiled):
+    spec, _ = compiled
+    uri = spec["root"]["inputDefinitions"]["parameters"]["dataset_uri"]
+    assert uri == {"defaultValue": "", "isOptional": True, "parameterType": "STRING"}   # "": the config's data
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["validate-data"]["inputs"]["parameters"]["dataset_uri"]["componentInputParameter"] == "dataset_uri"
+    for step in ("eda", "train", "train-baseline", "evaluate", "export", "regulatory-packet"):
+        dataset = tasks[step]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+        assert dataset == {"outputArtifactKey": "dataset", "producerTask": "validate-data"}, step
+
+
 def test_train_requests_a_gpu_node_and_secrets_not_literals(compiled):
     spec, platform = compiled
-    train_exec = [e for k, e in spec["deploymentSpec"]["executors"].items() if k == "exec-train"][0]
-    assert train_exec["container"]["resources"]["accelerator"]["resourceCount"] == "1"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-train"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert k8s["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -47,8 +78,8 @@ def test_baseline_trains_beside_the_model_and_feeds_evaluate(compiled):
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["train"]["dependentTasks"] == ["validate-data"]
     assert tasks["train-baseline"]["dependentTasks"] == ["validate-data"]       # in parallel with train
-    assert set(tasks["evaluate"]["dependentTasks"]) == {"train", "train-baseline"}
-    assert set(tasks["evaluate"]["inputs"]["artifacts"]) == {"model", "baseline"}
+    assert set(tasks["evaluate"]["dependentTasks"]) == {"validate-data", "train", "train-baseline"}  # + its data
+    assert set(tasks["evaluate"]["inputs"]["artifacts"]) == {"dataset", "model", "baseline"}
     assert "config_json" in tasks["export"]["inputs"]["parameters"]
 
 

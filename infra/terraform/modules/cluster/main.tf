@@ -2,61 +2,29 @@
 # envelope-encrypted with a customer KMS key, access through EKS access entries only, IRSA (OIDC provider).
 # Node groups are in node_groups.tf.
 
-data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
-data "aws_region" "current" {}
 
 locals {
   partition   = data.aws_partition.current.partition
-  account_id  = data.aws_caller_identity.current.account_id
-  region      = data.aws_region.current.name
   oidc_issuer = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
 }
 
 # --------------------------------------------------------------------------- KMS: secrets and logs
 
-resource "aws_kms_key" "cluster" {
-  description             = "${var.name}: EKS secrets envelope encryption and control-plane logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  # Written inline: a key policy is a resource policy in which "*" means this key (checkov's KMS checks apply).
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsEncrypts"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/eks/${var.name}/*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
+module "key" {
+  source = "../kms_key"
 
-resource "aws_kms_alias" "cluster" {
-  name          = "alias/eks/${var.name}"
-  target_key_id = aws_kms_key.cluster.key_id
+  description       = "${var.name}: EKS secrets envelope encryption and control-plane logs"
+  alias             = "eks/${var.name}"
+  log_group_pattern = "/aws/eks/${var.name}/*"
+  tags              = var.tags
 }
 
 # Created before the cluster so that EKS does not create it unencrypted and without retention.
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = "/aws/eks/${var.name}/cluster"
   retention_in_days = var.cloudwatch_log_group_retention_in_days
-  kms_key_id        = aws_kms_key.cluster.arn
+  kms_key_id        = module.key.arn
   tags              = var.tags
 }
 
@@ -86,7 +54,7 @@ resource "aws_iam_role_policy_attachment" "cluster" {
 data "aws_iam_policy_document" "cluster_encryption" {
   statement {
     actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"]
-    resources = [aws_kms_key.cluster.arn]
+    resources = [module.key.arn]
   }
 }
 
@@ -136,7 +104,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.cluster.arn
+      key_arn = module.key.arn
     }
   }
 

@@ -30,7 +30,7 @@ output "oidc_issuer" {
 
 output "kms_key_arn" {
   description = "The key that encrypts Kubernetes secrets and the control-plane logs"
-  value       = aws_kms_key.cluster.arn
+  value       = module.key.arn
 }
 
 output "gpu_node_group_name" {

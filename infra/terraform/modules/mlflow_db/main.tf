@@ -22,10 +22,10 @@ resource "aws_security_group" "db" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "db" {
-  for_each = toset(var.client_security_group_ids)
+  for_each = var.client_security_groups # static keys: the ids are unknown until the cluster exists
 
   security_group_id            = aws_security_group.db.id
-  description                  = "PostgreSQL from the EKS cluster (MLflow tracking server)"
+  description                  = "PostgreSQL from ${each.key} (MLflow tracking server)"
   referenced_security_group_id = each.value
   ip_protocol                  = "tcp"
   from_port                    = 5432

@@ -13,9 +13,9 @@ variable "subnet_ids" {
   type        = list(string)
 }
 
-variable "client_security_group_ids" {
-  description = "Security groups allowed to connect on 5432 (the EKS cluster security group: MLflow's pods)"
-  type        = list(string)
+variable "client_security_groups" {
+  description = "Security groups allowed to connect on 5432, by what they are (the EKS cluster security group: MLflow's pods)"
+  type        = map(string)
 }
 
 variable "kms_key_arn" {

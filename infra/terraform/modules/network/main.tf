@@ -2,7 +2,6 @@
 # load balancers, NAT for egress (image pulls, AWS APIs), VPC flow logs to CloudWatch (KMS-encrypted).
 
 data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
@@ -125,47 +124,19 @@ resource "aws_vpc_endpoint" "s3" {
 
 # --------------------------------------------------------------------------- flow logs
 
-resource "aws_kms_key" "flow_logs" {
-  description             = "${var.name}: VPC flow logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  # Written inline: a key policy is a resource policy in which "*" means this key (checkov's KMS checks apply).
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsEncrypts"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/aws/vpc/${var.name}/*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
+module "flow_logs_key" {
+  source = "../kms_key"
 
-resource "aws_kms_alias" "flow_logs" {
-  name          = "alias/${var.name}-flow-logs"
-  target_key_id = aws_kms_key.flow_logs.key_id
+  description       = "${var.name}: VPC flow logs"
+  alias             = "${var.name}-flow-logs"
+  log_group_pattern = "/aws/vpc/${var.name}/*"
+  tags              = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/aws/vpc/${var.name}/flow-logs"
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.flow_logs.arn
+  kms_key_id        = module.flow_logs_key.arn
   tags              = var.tags
 }
 

@@ -1,6 +1,6 @@
 output "kms_key_arn" {
   description = "The customer key of the buckets, the MLflow database, the secrets and the images"
-  value       = aws_kms_key.data.arn
+  value       = module.key.arn
 }
 
 output "artifacts_bucket" {
@@ -15,7 +15,7 @@ output "data_bucket" {
 
 output "access_logs_bucket" {
   description = "S3 server access logs of the other buckets"
-  value       = aws_s3_bucket.access_logs.id
+  value       = module.access_logs_bucket.name
 }
 
 output "ecr_repository_urls" {
