@@ -9,7 +9,11 @@ Per study (frontal images; lateral ones stand in when a study has no frontal ima
   (a) by the ground truth (the gated figure) and (b) by the detection head (the online QA signal).
   Rate = share of generated reports with at least one unsupported critical assertion; the per-assertion
   share is reported too.
-- Detection-head calibration (ECE before/after temperature), generation latency (beam 4, batch 1 and 8).
+- Detection head: per-finding AUROC with bootstrap CIs and positives, macro AUROC over the labels with >= 10 test
+  positives; calibration (ECE before/after temperature, bootstrap CIs).
+- Naming: per critical finding, how many MeSH-positive studies' drafts name it (labeler on the draft), and the
+  number of distinct drafts (a model that writes one text for every study names nothing).
+- Generation latency (beam 4, batch 1 and 8).
 - RadGraph F1 only when the `radgraph` package and its model are installed locally.
 Every rate carries a 95 % bootstrap CI (studies resampled, `model_core.stats`).
 """
@@ -33,7 +37,7 @@ from model_core.config import EvalConfig, GenerationConfig, build_section
 from model_core.data.images import load_images
 from model_core.data.iu_xray import group_studies, load_iu_xray
 from model_core.evaluation.baseline import dataset_paths, evaluate_baseline
-from model_core.evaluation.metrics import report_generation_metrics
+from model_core.evaluation.metrics import detection_auroc, distinct_drafts, finding_naming, report_generation_metrics
 from model_core.files import atomic_write_bytes, atomic_write_text
 from model_core.labels.labeler import label_reports
 from model_core.modeling.generation import generate_texts, structure_report
@@ -46,8 +50,10 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: GenerationConfig, batch_size: int = 8,
-                    max_views: int = 1) -> dict:
-    """Generate one report per study. Returns study table, texts, label logits (S, 14), per-batch seconds."""
+                    max_views: int = 1, use_context: bool = True) -> dict:
+    """Generate one report per study. Returns study table, texts, label logits (S, 14), per-batch seconds.
+
+    use_context=False prompts with the instruction alone (the clinical-context ablation)."""
     studies = group_studies(dataset)
     pixels = load_images(dataset["images"], model.image_size, "evaluation")
     texts, logits, batch_seconds = [], [], []
@@ -55,7 +61,8 @@ def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: Generat
         chunk = studies[start:start + batch_size]
         images = torch.stack([pixels[s["rows"][:max_views]] for s in chunk])  # (B, K, 1, H, W)
         t0 = time.perf_counter()
-        out_texts, out_logits = generate_texts(model, images, [s["metadata"] for s in chunk], gen)
+        contexts = [s["metadata"] if use_context else None for s in chunk]
+        out_texts, out_logits = generate_texts(model, images, contexts, gen)
         batch_seconds.append((time.perf_counter() - t0, len(chunk)))
         texts += out_texts
         logits.append(out_logits)
@@ -122,6 +129,17 @@ def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, se
     }
 
 
+def calibration(raw_probs: np.ndarray, probs: np.ndarray, truth: np.ndarray, temperature: float, n_boot: int,
+                seed: int) -> dict:
+    """ECE of the detection head (all 14 labels) before and after temperature scaling, with bootstrap CIs."""
+    def ece_ci(p):
+        return bootstrap_ci(lambda i: expected_calibration_error(p[i], truth[i]), len(truth), n_boot, seed)
+
+    before, after = ece_ci(raw_probs), ece_ci(probs)
+    return {"temperature": temperature, "test_ece_uncalibrated": before["value"], "test_ece": after["value"],
+            "test_ece_uncalibrated_ci": before, "test_ece_ci": after}
+
+
 def radgraph_f1(references: list[str], hypotheses: list[str]) -> dict | str:
     try:
         # radgraph is optional (not a dependency) and needs its model files locally: imported only here.
@@ -173,11 +191,10 @@ def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detectio
         "definition": "share of generated reports asserting a critical finding (labeler positive) that the "
                       "reference (MeSH) or the detection head does not support",
     }
-    metrics["calibration"] = {
-        "temperature": temperature,
-        "test_ece_uncalibrated": expected_calibration_error(raw_probs, truth),
-        "test_ece": expected_calibration_error(probs, truth),
-    }
+    metrics["detection"] = detection_auroc(probs, truth, nb, seed)
+    metrics["naming"] = finding_naming(text_labels, truth)
+    metrics["drafts"] = distinct_drafts(texts)
+    metrics["calibration"] = calibration(raw_probs, probs, truth, temperature, nb, seed)
     metrics["radgraph"] = radgraph_f1(references, texts)
     generation_seconds = sum(s for s, _ in pred["batch_seconds"])
     metrics["generation"] = {"num_beams": gen.num_beams, "eval_batch_size": 8,
@@ -201,6 +218,7 @@ def _summary(metrics: dict) -> dict:
     out = {name: metrics["nlg"][name] for name in ("BLEU-1", "BLEU-4", "ROUGE-L")}
     out["CE micro F1"], out["CE macro F1"] = ce["micro"]["f1"], ce["macro"]["f1"]
     out["hallucination rate"] = metrics["hallucination"]["vs_ground_truth"]["rate"]
+    out["detection macro AUROC"] = metrics["detection"]["macro"]
     return out
 
 

@@ -5,6 +5,10 @@ What is measured
     (pycocoevalcap's `Rouge`, beta 1.2, mean of per-study scores).
   * Clinical efficacy (CE): precision / recall / F1 of the 14 CheXpert labels of the generated report
     against the labels of the reference, micro and macro averaged, plus per label.
+  * Detection head: per-finding AUROC (bootstrap CI, positives) and the macro AUROC over the labels with enough
+    test positives (`detection_auroc`).
+  * Whether the drafts name what the image shows: per finding, the share of truth-positive studies whose draft
+    names it (`finding_naming`); how many distinct drafts there are (`distinct_drafts`).
   * Every top-level figure carries a 95 % study-level bootstrap confidence interval (percentile method).
   The statistics underneath (bootstrap resamples, percentile CIs, precision/recall/F1 from counts, and the
   gates' sensitivity / specificity with Wilson intervals) live in `model_core.stats`.
@@ -53,10 +57,10 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 from pycocoevalcap.rouge.rouge import Rouge
 
-from model_core.chexpert import CHEXPERT_LABELS, NUM_LABELS
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, NUM_LABELS
 from model_core.data.reports import split_sections
 from model_core.labels.labeler import label_reports
-from model_core.stats import percentile_ci, precision_recall_f1, resample_weights
+from model_core.stats import percentile_ci, precision_recall_f1, resample_weights, wilson_interval
 
 BLEU_ORDER = 4
 BLEU_NAMES = tuple(f"BLEU-{k}" for k in range(1, BLEU_ORDER + 1))
@@ -340,3 +344,139 @@ def report_generation_metrics(
         "nlg": nlg,
         "clinical_efficacy": ce,
     }
+
+
+def paired_comparison(references: Sequence[str], hypotheses_a: Sequence[str], hypotheses_b: Sequence[str],
+                      true_labels, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                      section: str = "findings") -> dict:
+    """Two systems' drafts of the same studies (an ablation): each one's BLEU-4, ROUGE-L and CE micro/macro F1,
+    and the difference a - b with a paired bootstrap CI (the same study resamples for both sides).
+
+    Returns {"a": {metric: CI dict}, "b": {...}, "a_minus_b": {metric: CI dict}, "n_studies"}.
+    """
+    refs, hyps_a = prepare_texts(references, hypotheses_a, section)
+    _, hyps_b = prepare_texts(references, hypotheses_b, section)
+    n = len(refs)
+    true = check_labels(true_labels, "true_labels", n=n)
+    weights = resample_weights(n, n_boot, seed)
+    points, boots = {}, {}
+    for side, hyps, raw in (("a", hyps_a, hypotheses_a), ("b", hyps_b, hypotheses_b)):
+        stats = bleu_stats(refs, hyps)
+        rouge = rouge_l_per_study(refs, hyps)
+        counts = _ce_counts(true, label_reports(list(raw)))
+        ce_point = _ce_from_totals(*(c.sum(axis=0) for c in counts))
+        ce_boot = _ce_from_totals(*(weights @ c for c in counts))
+        points[side] = {"BLEU-4": corpus_bleu_from_stats(stats.sum(axis=0))[3], "ROUGE-L": rouge.mean(),
+                        "CE micro F1": ce_point["micro_f1"], "CE macro F1": ce_point["macro_f1"]}
+        boots[side] = {"BLEU-4": corpus_bleu_from_stats(weights @ stats)[:, 3], "ROUGE-L": weights @ rouge / n,
+                       "CE micro F1": ce_boot["micro_f1"], "CE macro F1": ce_boot["macro_f1"]}
+    out = {side: {k: percentile_ci(points[side][k], boots[side][k], alpha) for k in points[side]} for side in "ab"}
+    out["a_minus_b"] = {k: percentile_ci(points["a"][k] - points["b"][k], boots["a"][k] - boots["b"][k], alpha)
+                        for k in points["a"]}
+    out["n_studies"] = n
+    return out
+
+
+# --------------------------------------------------------------------------- detection head and drafts
+
+MACRO_AUROC_MIN_POSITIVES = 10   # a label's AUROC on fewer test positives is too noisy to average
+# The macro AUROC averages findings; "No Finding" (the complement of all of them) is reported beside them.
+MACRO_AUROC_LABELS = tuple(name for name in CHEXPERT_LABELS if name != "No Finding")
+
+
+def weighted_auroc(scores: np.ndarray, y_true: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of `scores` (n,) for 0/1 `y_true` (n,) under study weights (B, n) -> (B,); ties count one half.
+
+    With unit weights it is the usual (Mann-Whitney) AUROC, sklearn's `roc_auc_score`; with bootstrap
+    resample weights (`model_core.stats.resample_weights`) it is each resample's AUROC, without re-sorting.
+    NaN where a weighting leaves no positive or no negative.
+    """
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y_true, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if scores.shape != y.shape or scores.ndim != 1 or weights.shape[-1] != scores.size:
+        raise ValueError(f"scores {scores.shape}, labels {y.shape} and weights {weights.shape} do not match")
+    groups, which = np.unique(scores, return_inverse=True)          # equal scores form one group
+    onehot = np.zeros((scores.size, groups.size))
+    onehot[np.arange(scores.size), which] = 1.0
+    neg_per_group = (weights * (1.0 - y)) @ onehot                   # (B, G)
+    neg_below = np.cumsum(neg_per_group, axis=1) - neg_per_group      # negatives strictly below each group
+    credit = (neg_below + 0.5 * neg_per_group)[:, which]              # (B, n): each study's share of wins
+    pos_w, neg_w = weights * y, weights * (1.0 - y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos_w * credit).sum(axis=1) / (pos_w.sum(axis=1) * neg_w.sum(axis=1))
+
+
+def detection_auroc(probs, truth, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                    min_positives: int = MACRO_AUROC_MIN_POSITIVES) -> dict:
+    """Per-label AUROC of detection-head probabilities (N, 14) against 0/1 truth (N, 14), with bootstrap CIs.
+
+    Returns {"per_label": {name: {value, ci_low, ci_high, n_boot, positives, negatives}} (value None when the
+    test set lacks a class), "macro": CI dict of the mean AUROC over the findings (`MACRO_AUROC_LABELS`: not
+    "No Finding") with >= `min_positives` positives and at least one negative, "macro_labels": those labels,
+    "min_positives"}. The study resamples
+    are `model_core.stats.resample_weights(N, n_boot, seed)`, the ones every other figure here uses.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if probs.shape != truth.shape or probs.ndim != 2 or probs.shape[1] != NUM_LABELS:
+        raise ValueError(f"probabilities {probs.shape} and truth {truth.shape} must both be (N, {NUM_LABELS})")
+    if not np.isin(truth, (0.0, 1.0)).all():
+        raise ValueError("truth must hold only 0 and 1 (binarize uncertain labels first)")
+    n = probs.shape[0]
+    weights = resample_weights(n, n_boot, seed)
+    ones = np.ones((1, n))
+    per_label, macro_labels, boots, points = {}, [], [], []
+    for k, name in enumerate(CHEXPERT_LABELS):
+        pos = int(truth[:, k].sum())
+        entry = {"value": None, "ci_low": None, "ci_high": None, "n_boot": 0, "positives": pos, "negatives": n - pos}
+        if 0 < pos < n:
+            point = float(weighted_auroc(probs[:, k], truth[:, k], ones)[0])
+            boot = weighted_auroc(probs[:, k], truth[:, k], weights)
+            entry.update(percentile_ci(point, boot, alpha))
+            if pos >= min_positives and name in MACRO_AUROC_LABELS:
+                macro_labels.append(name)
+                boots.append(boot)
+                points.append(point)
+        per_label[name] = entry
+    if macro_labels:
+        with np.errstate(invalid="ignore"):
+            macro = percentile_ci(float(np.mean(points)), np.mean(np.stack(boots), axis=0), alpha)
+    else:
+        macro = {"value": None, "ci_low": None, "ci_high": None, "n_boot": 0}
+    return {"per_label": per_label, "macro": macro, "macro_labels": macro_labels, "min_positives": min_positives}
+
+
+def finding_naming(text_labels, truth, findings=CRITICAL_FINDINGS, alpha: float = 0.05) -> dict:
+    """Per finding: of the studies whose truth (N, 14, 0/1) is positive, how many drafts name it.
+
+    A draft names a finding when the labeler on the draft (`text_labels`, (N, 14) in {1, 0, -1}) marks it
+    positive or uncertain (U-Ones, as clinical efficacy counts). Returns {finding: {positives, named, share,
+    share_ci (Wilson)}}; share is None without positives.
+    """
+    text_labels = check_labels(text_labels, "text_labels")
+    truth = np.asarray(truth, dtype=np.float64)
+    if truth.shape != text_labels.shape:
+        raise ValueError(f"truth {truth.shape} and text labels {text_labels.shape} must have the same shape")
+    out = {}
+    for name in findings:
+        k = LABEL_INDEX[name]
+        positive = truth[:, k] == 1
+        named = int((text_labels[positive, k] != 0).sum())
+        total = int(positive.sum())
+        out[name] = {"positives": total, "named": named, "share": named / total if total else None,
+                     "share_ci": [None if b is None else round(b, 6) for b in wilson_interval(named, total, alpha)],
+                     "ci_method": "Wilson score"}
+    return out
+
+
+def distinct_drafts(texts: Sequence[str]) -> dict:
+    """How varied the drafts are: distinct texts (exact, after whitespace normalisation), their share of the
+    studies, and the share of studies given the single most common draft."""
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError("distinct_drafts needs a non-empty sequence of draft texts")
+    normalized = [" ".join(str(t).split()) for t in texts]
+    counts: dict[str, int] = {}
+    for t in normalized:
+        counts[t] = counts.get(t, 0) + 1
+    return {"distinct": len(counts), "studies": len(normalized), "distinct_share": len(counts) / len(normalized),
+            "most_common_share": max(counts.values()) / len(normalized)}

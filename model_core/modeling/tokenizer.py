@@ -16,14 +16,20 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from model_core.data.reports import format_report, split_sections
+from model_core.data.reports import (
+    end_sections,
+    format_report,
+    normalize_punctuation,
+    prior_study_from_comparison,
+    split_sections,
+)
 from model_core.modeling.model import IGNORE_INDEX
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
 DEFAULT_INSTRUCTION = "Write the findings and impression of this chest radiograph."
 _DEID = re.compile(r"-?\bX{2,}\b")
-_SPACES = re.compile(r"\s+")
+_MASKED_AGE = re.compile(r"\bX{2,}[- ](?:year|yr)s?[- ]old\b", re.IGNORECASE)
 
 
 def train_report_tokenizer(texts: list[str], vocab_size: int = 2000):
@@ -57,41 +63,70 @@ def prepare_pretrained_tokenizer(path: str):
 
 
 def clean_text(text: str) -> str:
-    """Remove the collection's XXXX de-identification tokens and squeeze whitespace."""
-    return _SPACES.sub(" ", _DEID.sub("", text or "")).strip()
+    """Text without the collection's de-identification masks (`XXXX`, and "XXXX-year-old" whole), with one way of
+    punctuating and spelling (`model_core.data.reports.normalize_punctuation`); in a report (text with section
+    headers) every section ends its last sentence (`end_sections`). Training targets, drafts of the torch and ONNX
+    Runtime generators, prompts and questions all pass through it."""
+    return end_sections(normalize_punctuation(_DEID.sub("", _MASKED_AGE.sub("", text or ""))))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def clean_target(report: str) -> str:
-    """A training target without de-identification damage: sentences holding `XXXX` are dropped whole
-    (removing only the token leaves broken text such as "The heart and lungs have in the interval"); a
-    section that would become empty keeps its sentences with the tokens removed instead."""
+    """A training target without dictation or de-identification damage.
+
+    Punctuation and split words are normalised first ("effusion.." and "Cardio mediastinal" are in the
+    collection's own reports: a model trained on them writes them). Sentences holding `XXXX` are then dropped
+    whole (removing only the token leaves broken text such as "The heart and lungs have in the interval"); a
+    section that would become empty keeps its sentences with the tokens removed instead.
+    """
     sections = split_sections(report)
     kept = {}
     for name, text in sections.items():
-        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        sentences = [s for s in _SENTENCE_END.split(normalize_punctuation(text)) if s.strip()]
         whole = [s for s in sentences if not _DEID.search(s)]
         kept[name] = " ".join(whole) if whole else clean_text(text)
     return clean_text(format_report(kept["findings"], kept["impression"]))
 
 
-def build_prompt(clinical_context: dict | None = None, question: str | None = None) -> str:
-    """Instruction (or a free-text question, VQA-style) plus the clinical context that is present."""
-    parts = [clean_text(question) if question else DEFAULT_INSTRUCTION]
+def prompt_context(clinical_context: dict | None) -> dict:
+    """The clinical context a prompt states: age, sex, indication (masks removed) and whether a prior study exists.
+
+    Accepts the serving API's dict (`prior_studies`: a list, empty when the caller gave none) or a dataset's
+    metadata (`comparison`: the report's free-text field, parsed by `prior_study_from_comparison`). An empty
+    `prior_studies` list means "not stated", not "no prior".
+    """
     ctx = clinical_context or {}
-    if ctx.get("age") is not None:
-        parts.append(f"Age: {int(ctx['age'])}.")
-    if ctx.get("sex"):
+    has_prior = None
+    if ctx.get("prior_studies"):
+        has_prior = True
+    elif ctx.get("comparison") is not None:
+        has_prior = prior_study_from_comparison(ctx["comparison"])["has_prior"]
+    sex = ctx.get("sex")
+    return {"age": int(ctx["age"]) if ctx.get("age") is not None else None,
+            "sex": sex if sex in ("M", "F") else None,
+            "indication": clean_text(str(ctx.get("indication") or "")).rstrip(" .;,:!?"),
+            "has_prior": has_prior}
+
+
+def build_prompt(clinical_context: dict | None = None, question: str | None = None) -> str:
+    """Instruction (or a free-text question, VQA-style) plus the clinical context that is present.
+
+    "Write the findings and impression of this chest radiograph. Sex: F. Prior study: none. Indication: chest pain."
+    Prior-study dates are not stated (calendar dates are PHI, and IU masks all of them: a model trained on IU has
+    never seen one, so stating them at serving time would be a training/serving skew).
+    """
+    parts = [clean_text(question) if question else DEFAULT_INSTRUCTION]
+    ctx = prompt_context(clinical_context)
+    if ctx["age"] is not None:
+        parts.append(f"Age: {ctx['age']}.")
+    if ctx["sex"]:
         parts.append(f"Sex: {ctx['sex']}.")
-    indication = clean_text(ctx.get("indication") or "")
-    if indication:
-        parts.append(f"Indication: {indication}")
-    priors = ctx.get("prior_studies") or []
-    if priors:
-        parts.append("Prior studies: " + ", ".join(str(p.get("date", p)) if isinstance(p, dict) else str(p)
-                                                   for p in priors) + ".")
+    if ctx["has_prior"] is not None:
+        parts.append(f"Prior study: {'yes' if ctx['has_prior'] else 'none'}.")
+    if ctx["indication"]:  # last: the longest part, the one `encode_example` truncates
+        parts.append(f"Indication: {ctx['indication']}.")
     return " ".join(parts)
 
 

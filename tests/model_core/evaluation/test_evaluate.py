@@ -6,7 +6,7 @@ import numpy as np
 from tiny_models import SMOKE
 
 from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT, PREDICTIONS
-from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX
+from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX
 from model_core.config import EvalConfig, GenerationConfig, load_config
 from model_core.data.iu_xray import load_iu_xray
 from model_core.evaluation import baseline as baseline_module
@@ -28,6 +28,13 @@ def test_evaluate_model_on_a_handful_of_studies(tiny_model, tmp_path):
     lat = metrics["latency"]
     assert lat["num_beams"] == 2 and lat["batch_1"]["p50_ms"] > 0 and lat["batch_8_per_report"]["p95_ms"] > 0
     assert metrics["baseline"]["BLEU-4"]["value"] == 0.1
+    assert set(metrics["detection"]["per_label"]) == set(CHEXPERT_LABELS)
+    assert all(v["positives"] + v["negatives"] == 6 for v in metrics["detection"]["per_label"].values())
+    assert metrics["summary"]["detection macro AUROC"] == metrics["detection"]["macro"]
+    assert set(metrics["naming"]) == set(CRITICAL_FINDINGS)
+    assert 1 <= metrics["drafts"]["distinct"] <= metrics["drafts"]["studies"] == 6
+    cal = metrics["calibration"]
+    assert cal["test_ece_ci"]["value"] == cal["test_ece"] and cal["test_ece_uncalibrated_ci"]["n_boot"] == 20
     written = json.loads((tmp_path / METRICS).read_text())
     assert written["n_studies"] == 6
     lines = (tmp_path / PREDICTIONS).read_text().splitlines()
