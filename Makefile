@@ -29,6 +29,7 @@ test: $(STAMP)
 	bash scripts/install_orthanc.sh
 	bash scripts/install_triton.sh
 	bash scripts/install_infra_tools.sh
+	bash scripts/install_chromium.sh
 	$(PY) -m pytest -n 2 -q tests
 
 clean:

@@ -4,6 +4,8 @@ evaluation output, and the ONNX input/output names: one table, used by the write
 A model directory (written and read by `model_core.modeling.model_dir`, for `model_core.training`):
     model_card.json   written last: a directory with one is complete
     model.pt, model_config.json, config.json, detection.json, history.json, tokenizer/, encoder_config/, lm_config/,
+    sbom.cdx.json (the training environment, model_core.sbom),
+    reference_stats.npz + reference_stats.json (the monitoring reference, model_core.modeling.reference),
     checkpoints/last.pt (training checkpoints)
 An export directory (written by `model_core.export`, read by `model_core.runtime` and serving):
     vision.onnx, decoder.onnx, decoder.int8.onnx, embed_tokens.npy, export_config.json, export_report.json
@@ -25,7 +27,10 @@ TOKENIZER_DIR = "tokenizer"
 ENCODER_CONFIG_DIR = "encoder_config"
 LM_CONFIG_DIR = "lm_config"
 MODEL_DIR_FILES = (MODEL_CARD, MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR, ENCODER_CONFIG_DIR, LM_CONFIG_DIR)
+SBOM = "sbom.cdx.json"   # CycloneDX SBOM of the training environment (model_core.sbom.write_sbom)
 CHECKPOINTS_DIR = "checkpoints"   # per-epoch training checkpoints (what `resume` continues from)
+REFERENCE_STATS = "reference_stats.npz"      # monitoring reference: embeddings, PCA, probabilities, labels
+REFERENCE_SUMMARY = "reference_stats.json"   # its summary: prevalences, per-finding F1/sensitivity, sizes
 LAST_CHECKPOINT = "last.pt"
 
 # --------------------------------------------------------------------------- export directory

@@ -51,9 +51,14 @@ class EvalConfig:
 
 @dataclass
 class VisionConfig:
-    # a Hugging Face ViT/DINOv2 checkpoint directory; None = build from the fields below
+    # A Hugging Face ViT/DINOv2 `from_pretrained` directory (e.g. a downloaded microsoft/rad-dino), or the symbolic
+    # name "dinov2-vits14-imgfocus" (the offline DINOv2 ViT-S/14 of `make weights`); None = build from the fields.
     pretrained: str | None = None
-    image_size: int = 128
+    architecture: str = "vit"          # vit | dinov2: the family built from config when not pretrained
+    freeze: bool = False               # frozen from the start (a pretrained encoder): never trained, eval mode,
+                                       # its features cached on disk; stage 0 then trains the detection head only
+    views: int = 1                     # view slots per study: 1 = one image; 2 = frontal + lateral (missing = masked)
+    image_size: int = 128              # model input side; DINOv2: a multiple of 14 (its positions are resized)
     patch_size: int = 16
     hidden_size: int = 128             # d_v
     num_layers: int = 4
@@ -61,6 +66,9 @@ class VisionConfig:
     intermediate_size: int = 256
     num_channels: int = 1              # pretrained RGB backbones take 3: grayscale is repeated
     pool_tokens: int | None = None     # average-pool the patch grid to this many tokens per image (None = all)
+    # Pixel normalisation inside the model, per channel (None: ImageNet statistics for DINOv2, 0.5/0.5 for ViT).
+    pixel_mean: list[float] | None = None
+    pixel_std: list[float] | None = None
 
 
 @dataclass
@@ -85,6 +93,14 @@ class ModelConfig:
     report_weight: float = 1.0
     detect_weight: float = 0.5
     projector_l2: float = 1e-4
+    # Detection-head loss: bce | weighted_bce (positives weighted by negatives/positives of the training labels,
+    # capped at pos_weight_max) | focal (focal BCE with focal_gamma, positives weighted as in weighted_bce)
+    detect_loss: str = "bce"
+    pos_weight_max: float = 10.0
+    focal_gamma: float = 2.0
+    # The detection head's probabilities (14, gradient stopped) are projected into every visual token, so the LM
+    # reads what the head sees without having to learn it from the patch features of 2,700 studies.
+    findings_to_lm: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,6 +137,9 @@ class TrainConfig:
     precision: str = "auto"
     deepspeed: str | None = "configs/deepspeed/zero2.json"   # None = plain PyTorch
     cache_features: bool = True        # compute frozen-encoder features once for stages 1-2
+    # On-disk cache of a frozen (vision.freeze) encoder's features, keyed by weights, image bytes, size and pooling:
+    # a second run reads them instead of encoding again. None = keep them in memory only.
+    feature_cache: str | None = "runs/features"
     max_report_tokens: int = 96
     uncertain_policy: str = "ones"
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -183,6 +202,8 @@ class ServingConfig:
                                                          # process only
     report_retention_days: float = 30.0  # reports older than this are deleted from the store
     audit_log: str = "runs/serving/audit.jsonl"          # append-only JSONL (no PHI)
+    log_predictions: bool = True        # a PHI-free record per report in the prediction log (monitoring.log_url)
+    validated_pool: str | None = "runs/serving/validated"  # model inputs kept for radiologist sign-off (None: not)
 
     def __post_init__(self):
         problems = []
@@ -211,6 +232,62 @@ class ServingConfig:
 
 
 @dataclass
+class MonitoringConfig:
+    """The monitoring wing (monitoring/): prediction log, drift tests, the seed's alert thresholds, the retrain
+    trigger. Checked on construction: a bad value names its key."""
+    log_url: str = "runs/serving/predictions.sqlite3"   # SQLite path or SQLAlchemy URL (PostgreSQL in production)
+    retention_days: float = 90.0          # prediction-log rows older than this are purged
+    window_days: float = 7.0              # the current window: predictions of the last N days
+    min_studies: int = 50                 # fewer studies in a window → "insufficient data", never an alarm
+    max_reference: int = 2000             # reference studies kept with a model (embeddings, for MMD)
+    pca_components: int = 32              # embeddings are reduced to this many dimensions before MMD
+    alpha: float = 0.01                   # MMD: drift when the permutation p-value is below this
+    permutations: int = 1000              # ≥ 1,000 so that p < 0.01 is resolvable
+    label_alpha: float = 0.05             # label drift: family-wise, Bonferroni across the 14 findings
+    cusum_finding: str = "Pneumothorax"   # Bernoulli CUSUM on this finding's predicted rate
+    cusum_rate_ratio: float = 2.0         # the rate change the CUSUM is tuned to (×2 up, ×1/2 down)
+    cusum_threshold: float = 4.0          # h: alarm when the CUSUM statistic exceeds it
+    sensitivity_page_below: float = 0.95  # critical-finding sensitivity on validated studies < this → page
+    min_validated_positives: int = 10     # fewer validated positives of a finding → its sensitivity is not judged
+    p99_latency_scale_up_s: float = 30.0  # P99 latency above this → scale-up signal
+    hallucination_pause_above: float = 0.05  # share of reports asserting findings the detection head does not
+                                             # confirm above this → pause automated reports
+    concept_drift_points: float = 5.0     # a critical finding's F1 this many points below reference → retrain
+    concept_window_days: float = 7.0      # concept drift: weekly rolling window over validated studies
+    cooldown_hours: float = 72.0          # no new retrain within this long of the last one
+    state_dir: str = "runs/monitoring"    # trigger ledger (idempotency keys, last trigger) and its lock
+    alertmanager_url: str | None = None   # Alertmanager /api/v2/alerts (None: alerts are written to state_dir only)
+    service_url: str | None = None        # the report service: the pause switch (token: $RRG_MONITOR_TOKEN, scope
+                                          # service.admin); None: the pause signal is written to state_dir only
+    kfp_host: str | None = None           # a KFP API server: retrain there; None: locally through kfp.local
+
+    def __post_init__(self):
+        problems = []
+        for key in ("retention_days", "window_days", "concept_window_days", "p99_latency_scale_up_s",
+                    "cusum_rate_ratio", "cusum_threshold", "concept_drift_points"):
+            if getattr(self, key) <= 0:
+                problems.append(f"monitoring.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("alpha", "label_alpha"):
+            if not 0 < getattr(self, key) < 1:
+                problems.append(f"monitoring.{key} must be in (0, 1), got {getattr(self, key)}")
+        for key in ("sensitivity_page_below", "hallucination_pause_above"):
+            if not 0 <= getattr(self, key) <= 1:
+                problems.append(f"monitoring.{key} must be in [0, 1], got {getattr(self, key)}")
+        for key in ("min_studies", "max_reference", "pca_components", "min_validated_positives"):
+            if getattr(self, key) < 1:
+                problems.append(f"monitoring.{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.permutations < 1000:
+            problems.append(f"monitoring.permutations must be ≥ 1000 (p < 0.01 must be resolvable), "
+                            f"got {self.permutations}")
+        if self.cusum_rate_ratio == 1:
+            problems.append("monitoring.cusum_rate_ratio must differ from 1")
+        if self.cooldown_hours < 0:
+            problems.append(f"monitoring.cooldown_hours must be ≥ 0, got {self.cooldown_hours}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass
 class Config:
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
@@ -221,6 +298,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

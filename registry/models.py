@@ -197,8 +197,9 @@ def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | o
                     verify: Callable[[Path], object]) -> Path:
     """Fetch the 510(k) packet logged with a version's run; it reaches out_dir only once `verify` accepts it.
 
-    verify(path) must raise on a packet whose SHA-256 manifest does not match: pass
-    `regulatory.archive.verify_packet` (the registry imports model_core only, so the caller supplies it).
+    verify(path) must raise on a packet whose SHA-256 manifest or signature does not verify: pass
+    `regulatory.archive.verify_packet`, bound to the trusted keys (the registry imports model_core only, so the
+    caller supplies it).
     """
     client = _client(tracking_uri)
     mv = _version(client, name, version)
@@ -213,3 +214,22 @@ def download_packet(tracking_uri: str, name: str, version: str, out_dir: str | o
         target = out_dir / local.name
         shutil.move(str(local), target)
     return target
+
+
+def download_champion_packet(tracking_uri: str, name: str, out_dir: str | os.PathLike) -> Path | None:
+    """The current champion's packet zip, downloaded into out_dir UNVERIFIED, or None when the model has no
+    champion yet (a first run). The caller verifies it before use: `regulatory.assemble.build_run_packet` does,
+    and records a champion packet that fails verification in the new packet instead of comparing with it."""
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return None
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        return None
+    mv = _version(client, name, champion)
+    files = [f.path for f in client.list_artifacts(mv.run_id, "packet") if f.path.endswith(".zip")]
+    if not files:
+        raise RegistryError(f"{name} champion version {champion} (run {mv.run_id}) has no packet artifact")
+    return Path(client.download_artifacts(mv.run_id, files[0], str(out_dir)))

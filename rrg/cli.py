@@ -10,6 +10,7 @@ loading torch, kfp, mlflow or FastAPI that other subcommands need.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -57,6 +58,23 @@ def cmd_data_splits(args) -> int:
     n = write_checksums(EMBEDDED_ROOT)
     print(f"wrote {EMBEDDED_ROOT / 'splits.csv'} ({splits['split'].value_counts().to_dict()}) "
           f"and {EMBEDDED_ROOT / 'SHA256SUMS'} ({n} files)")
+    return 0
+
+
+def cmd_data_push(args) -> int:
+    from model_core.data.manifest import EMBEDDED_ROOT
+    from model_core.data.remote import iu_dataset_files, mimic_dataset_files, push_dataset
+
+    if args.mimic_root:
+        files, layout, root = mimic_dataset_files(args.mimic_root), "mimic-cxr-jpg", Path(args.mimic_root)
+    else:
+        if args.images_root and not args.manifest:
+            raise DataError("--images-root needs --manifest (neither: the embedded IU X-ray data)")
+        manifest = args.manifest or EMBEDDED_ROOT / "manifest.csv"
+        root = args.images_root or (Path(args.manifest).parent if args.manifest else EMBEDDED_ROOT)
+        files, layout = iu_dataset_files(manifest, root), "iu"
+    index = push_dataset(files, args.to, layout=layout, name=args.name or root.resolve().name)
+    _print_json(index)
     return 0
 
 
@@ -154,7 +172,8 @@ def cmd_pipeline_run(args) -> int:
     from pipelines.local import format_summary, run_pipeline
 
     cfg = _config(args)
-    summary = run_pipeline(cfg, args.out, model_name=args.model_name, summary_json=args.summary_json)
+    summary = run_pipeline(cfg, args.out, model_name=args.model_name, summary_json=args.summary_json,
+                           dataset_uri=args.dataset_uri, train_gpus=args.train_gpus)
     print(format_summary(summary))
     if args.summary_json:
         print(f"  summary JSON: {args.summary_json}")
@@ -179,7 +198,8 @@ def cmd_pipeline_schedule(args) -> int:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", args.image_registry)
         job = schedule_monthly(args.host, package, params={
             "config_json": json.dumps(cfg.to_dict()), "tracking_uri": args.tracking_uri,
-            "mlflow_run_id": "", "model_name": args.model_name})
+            "mlflow_run_id": "", "model_name": args.model_name, "dataset_uri": args.dataset_uri,
+            "train_gpus": args.train_gpus})
     print(f"monthly recurring run created on {args.host}: {getattr(job, 'recurring_run_id', job)}")
     return 0
 
@@ -206,12 +226,34 @@ def cmd_registry(args) -> int:
     return 0
 
 
-def cmd_packet_download(args) -> int:
-    from registry.models import download_packet
+def _packet_verifier(args):
+    """verify_packet with the trusted keys of --trusted-key (else $RRG_TRUSTED_KEYS, else the development key)."""
+    from model_core.signing import trusted_public_keys
     from regulatory.archive import verify_packet
 
-    path = download_packet(_tracking_uri(args), args.model, args.version, args.out, verify=verify_packet)
-    print(f"packet verified (SHA-256 manifest) and saved: {path}")
+    return functools.partial(verify_packet, trusted_keys=trusted_public_keys(args.trusted_key))
+
+
+def _signature_line(result: dict) -> str:
+    sig = result["signature"]
+    return (f"Ed25519 signature by key id {sig['key_id'][:16]}..."
+            + (" (a DEVELOPMENT key: not evidence for a release)" if sig["development"] else ""))
+
+
+def cmd_packet_download(args) -> int:
+    from registry.models import download_packet
+
+    verifier = _packet_verifier(args)
+    path = download_packet(_tracking_uri(args), args.model, args.version, args.out, verify=verifier)
+    print(f"packet verified (SHA-256 manifest, {_signature_line(verifier(path))}) and saved: {path}")
+    return 0
+
+
+def cmd_packet_verify(args) -> int:
+    result = _packet_verifier(args)(args.file)
+    _print_json(result)
+    print(f"packet verified: {len(result['files'])} files match SHA256SUMS; {_signature_line(result)}",
+          file=sys.stderr)
     return 0
 
 
@@ -225,6 +267,59 @@ def cmd_serve(args) -> int:
           precision=args.precision, triton_url=args.triton_url, allow_export_at_startup=args.allow_export_at_startup,
           audit_log=str(args.audit_log) if args.audit_log else None,
           report_store=str(args.report_store) if args.report_store else None)
+    return 0
+
+
+def cmd_auditors(args) -> int:
+    from auditors.app import serve as serve_auditors
+    from model_core.signing import trusted_public_keys
+
+    serve_auditors(_tracking_uri(args), args.model, host=args.host, port=args.port,
+                   trusted_keys=trusted_public_keys(args.trusted_key) if args.trusted_key else None)
+    return 0
+
+
+# --------------------------------------------------------------------------- monitoring
+
+def cmd_monitor_drift(args) -> int:
+    from monitoring.drift import DRIFT_HTML, DRIFT_JSON, run_drift_check
+
+    cfg = _config(args)
+    result = run_drift_check(args.model, cfg.monitoring, args.out, manifest=args.manifest,
+                             images_root=args.images_root, log_url=args.log, since=args.since,
+                             model_version=args.model_version)
+    _print_json({k: result[k] for k in ("status", "is_drift", "p_value", "distance", "threshold", "n_reference",
+                                        "n_current", "method")})
+    print(f"drift report: {Path(args.out) / DRIFT_JSON}, {Path(args.out) / DRIFT_HTML}")
+    return 0
+
+
+def cmd_monitor_run(args) -> int:
+    from pipelines.monitoring import run_monitoring_cycle
+
+    cfg = _config(args)
+    cycle = run_monitoring_cycle(cfg, args.model, args.out, retrain_out=args.retrain_out,
+                                 model_version=args.model_version, model_name=args.model_name, dry_run=args.dry_run,
+                                 image_registry=args.image_registry, tracking_uri=args.tracking_uri)
+    _print_json({k: cycle[k] for k in ("window_studies", "validated_studies", "drift", "decision", "trigger",
+                                       "undelivered")})
+    if cycle["undelivered"]:
+        print(f"error: alert effect(s) not delivered: {', '.join(cycle['undelivered'])} (see {args.out}/cycle.json)",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_monitor_schedule(args) -> int:
+    from pipelines.monitoring import DAILY_CRON_5, compile_monitoring_pipeline, schedule_daily
+
+    cfg = _config(args)
+    package = compile_monitoring_pipeline(args.out, args.image_registry)
+    job = schedule_daily(args.host, package, params={
+        "config_json": json.dumps(cfg.to_dict()), "model_source": args.model, "tracking_uri": args.tracking_uri,
+        "kfp_host": args.host, "training_package": args.training_package, "training_params_json": "{}"})
+    print(f"compiled {package}; daily monitoring run ({DAILY_CRON_5}) created on {args.host}: "
+          f"{getattr(job, 'recurring_run_id', job)}")
     return 0
 
 
@@ -249,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_data_stats)
     splits = data.add_parser("splits", help="rewrite the embedded splits.csv and SHA256SUMS")
     splits.set_defaults(func=cmd_data_splits)
+    push = data.add_parser("push", help="upload a dataset with its manifest and SHA-256 list to S3 "
+                                        "(the pipeline's dataset_uri)")
+    push.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX",
+                      help="a new prefix (AWS_* and MLFLOW_S3_ENDPOINT_URL in the environment for S3-compatible "
+                           "stores)")
+    source = push.add_mutually_exclusive_group()
+    source.add_argument("--manifest", type=Path, help="an IU-format manifest (default: the embedded IU X-ray data)")
+    source.add_argument("--mimic-root", type=Path, help="a MIMIC-CXR-JPG folder (official layout)")
+    push.add_argument("--images-root", type=Path, help="root of the manifest's image paths (default: its folder)")
+    push.add_argument("--name", help="dataset name (default: the images root's folder name)")
+    push.set_defaults(func=cmd_data_push)
 
     label = sub.add_parser("label", help="MeSH-derived and report-labeler CheXpert labels per study")
     label.add_argument("--manifest", type=Path, required=True)
@@ -303,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "pipeline")
     p_run.add_argument("--model-name", default="rrg-report-generator")
     p_run.add_argument("--summary-json", type=Path, help="also write the summary as JSON")
+    p_run.add_argument("--dataset-uri", default="",
+                       help="s3://… of a dataset pushed with `rrg data push` (default: the config's data)")
+    p_run.add_argument("--train-gpus", type=int, default=1,
+                       help="training processes, one per GPU (CPU processes on gloo where there is none)")
     p_run.set_defaults(func=cmd_pipeline_run)
     p_compile = pipeline.add_parser("compile", help="compile the cluster pipeline to Kubeflow IR YAML")
     p_compile.add_argument("--out", type=Path, default=Path("pipeline.yaml"))
@@ -313,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sched.add_argument("--image-registry", default="ghcr.io/example-hospital")
     p_sched.add_argument("--tracking-uri", default="http://mlflow.mlflow.svc:5000")
     p_sched.add_argument("--model-name", default="rrg-report-generator")
+    p_sched.add_argument("--dataset-uri", default="", help="s3://… of a pushed dataset (the image holds no data)")
+    p_sched.add_argument("--train-gpus", type=int, default=4, help="GPUs of the train step (default 4)")
     p_sched.set_defaults(func=cmd_pipeline_schedule)
 
     reg = sub.add_parser("registry", help="model registry (MLflow)").add_subparsers(dest="registry_command",
@@ -347,13 +459,68 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SQLite file of generated reports (default runs/serving/reports.sqlite3)")
     srv.set_defaults(func=cmd_serve)
 
+    aud = sub.add_parser("auditors", help="the auditors' page: versions, gate results, PCCP verdicts, packets",
+                         description="Read-only web page; tokens with the scope packet.read from $RRG_AUDITOR_TOKENS.")
+    aud.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+    aud.add_argument("--model", default="rrg-report-generator")
+    aud.add_argument("--host", default="127.0.0.1")
+    aud.add_argument("--port", type=int, default=8090)
+    aud.add_argument("--trusted-key", action="append", type=Path, metavar="PEM",
+                     help="public key packets must be signed with (repeatable; default: $RRG_TRUSTED_KEYS, else the "
+                          "local development key)")
+    aud.set_defaults(func=cmd_auditors)
+
+    mon = sub.add_parser("monitor", help="drift monitoring and the retrain trigger").add_subparsers(
+        dest="monitor_command", required=True)
+    m_drift = with_config(mon.add_parser("drift", help="data and label drift of a window vs the model's reference"))
+    m_drift.add_argument("--model", type=Path, required=True, help="model directory (with reference_stats.json)")
+    m_source = m_drift.add_mutually_exclusive_group(required=True)
+    m_source.add_argument("--manifest", type=Path, help="an IU-format manifest: its studies are the window")
+    m_source.add_argument("--log", help="the prediction log (SQLite path or SQLAlchemy URL)")
+    m_drift.add_argument("--images-root", type=Path, help="root of the manifest's image paths (default: its folder)")
+    m_drift.add_argument("--since", default="7d", help="with --log: 7d, 36h, 90m or an ISO-8601 time (default 7d)")
+    m_drift.add_argument("--model-version", default=None, help="with --log: only this model version's predictions")
+    m_drift.add_argument("--out", type=Path, required=True, help="folder for drift.json and drift.html")
+    m_drift.set_defaults(func=cmd_monitor_drift)
+    m_run = with_config(mon.add_parser("run", help="one monitoring cycle: drift, alerts, policy, trigger",
+                                       description="Thresholds and the prediction log come from the config's "
+                                                   "`monitoring:` section."))
+    m_run.add_argument("--model", required=True, help="the served model: a directory or models:/NAME@ALIAS")
+    m_run.add_argument("--model-version", default=None, help="the version serving logs (default: any)")
+    m_run.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "monitoring" / "cycle")
+    m_run.add_argument("--retrain-out", type=Path, default=REPO_ROOT / "runs" / "demo",
+                       help="where a local retrain runs (as `make run`: same MLflow registry)")
+    m_run.add_argument("--model-name", default="rrg-report-generator")
+    m_run.add_argument("--dry-run", action="store_true", help="decide and alert, but start no training run")
+    m_run.add_argument("--image-registry", default=None, help="with monitoring.kfp_host: the pipeline's images")
+    m_run.add_argument("--tracking-uri", default=None, help="with monitoring.kfp_host: MLflow for the cluster run")
+    m_run.set_defaults(func=cmd_monitor_run)
+    m_sched = with_config(mon.add_parser("schedule", help="compile the monitoring pipeline; create its daily run"))
+    m_sched.add_argument("--host", required=True, help="KFP API server URL")
+    m_sched.add_argument("--model", default="models:/rrg-report-generator@champion")
+    m_sched.add_argument("--training-package", required=True,
+                         help="the compiled training pipeline as the monitoring pod sees it (rrg pipeline compile)")
+    m_sched.add_argument("--image-registry", default="ghcr.io/example-hospital")
+    m_sched.add_argument("--tracking-uri", default="http://mlflow.mlflow.svc:5000")
+    m_sched.add_argument("--out", type=Path, default=Path("monitoring-pipeline.yaml"))
+    m_sched.set_defaults(func=cmd_monitor_schedule)
+
     packet = sub.add_parser("packet", help="510(k) packets").add_subparsers(dest="packet_command", required=True)
-    p_dl = packet.add_parser("download", help="fetch a version's packet and verify its hashes")
+    p_dl = packet.add_parser("download", help="fetch a version's packet and verify its hashes and signature")
     p_dl.add_argument("--model", default="rrg-report-generator")
     p_dl.add_argument("--version", required=True)
     p_dl.add_argument("--out", type=Path, required=True)
     p_dl.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+    p_dl.add_argument("--trusted-key", action="append", type=Path, metavar="PEM",
+                      help="public key whose signature is accepted (repeatable; default: $RRG_TRUSTED_KEYS, else "
+                           "the local development key)")
     p_dl.set_defaults(func=cmd_packet_download)
+    p_ver = packet.add_parser("verify", help="check a packet's hashes and its signature")
+    p_ver.add_argument("file", type=Path, help="the packet zip")
+    p_ver.add_argument("--trusted-key", action="append", type=Path, metavar="PEM",
+                       help="public key whose signature is accepted (repeatable; default: $RRG_TRUSTED_KEYS, "
+                            "else the local development key)")
+    p_ver.set_defaults(func=cmd_packet_verify)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The tiny model exported once per test run, shared by tests/model_core/export and tests/model_core/runtime.
+"""The tiny model exported once per test run, shared by tests/model_core/export and tests/model_core/runtime: the
+demo's shape in miniature (a frozen tiny DINOv2 built from config over two view slots, frontal and lateral).
 
 Their conftest.py files import the fixtures below (pytest picks up fixtures a conftest imports).
 """
@@ -11,7 +12,7 @@ import os
 import pytest
 import torch
 from filelock import FileLock
-from tiny_models import tiny_model_config
+from tiny_models import tiny_dinov2_config
 
 from model_core.config import DataConfig, GenerationConfig
 from model_core.export.step import export_onnx
@@ -46,7 +47,7 @@ def exported(tmp_path_factory, tiny_tokenizer):
     with FileLock(str(shared / "export_tiny.lock")):
         if not (root / "export" / "export_report.json").is_file():
             torch.manual_seed(0)
-            model = RadiologyMultimodalModel(tiny_model_config(), tiny_tokenizer).eval()
+            model = RadiologyMultimodalModel(tiny_dinov2_config(), tiny_tokenizer).eval()
             save_model_dir(model, root / "model")
             export_onnx(root / "model", root / "export", gen=GEN, n_check=2, latency=False, data_cfg=DATA)
     return root / "model", root / "export", json.loads((root / "export" / "export_report.json").read_text())

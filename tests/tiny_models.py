@@ -10,7 +10,16 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def tiny_model_config():
-    """Hidden 32, 2 layers, 32-px images: the whole model runs on a CPU in milliseconds."""
+    """Hidden 32, 2 layers, 32-px images, a from-scratch ViT over one view: runs on a CPU in milliseconds."""
+    from model_core.config import load_config
+
+    return load_config(SMOKE, ["model.text.max_positions=512", "model.vision.architecture=vit",
+                               "model.vision.freeze=false", "model.vision.views=1"]).model
+
+
+def tiny_dinov2_config():
+    """The smoke config's model as is: a frozen tiny DINOv2 (built from config, no download) over two view slots
+    (frontal, lateral), the demo's shape in miniature."""
     from model_core.config import load_config
 
     return load_config(SMOKE, ["model.text.max_positions=512"]).model

@@ -14,6 +14,10 @@ from model_core.data.manifest import DataError
 
 # Decompression-bomb guard: refuse images larger than this before decoding pixels.
 MAX_IMAGE_PIXELS = 8192 * 8192
+# A study's view slot without an image (e.g. no lateral radiograph) is all-NaN pixels: one tensor then carries the
+# images and which of them are missing through torch, the exported graph, Triton and serving alike; the model masks
+# such a slot (it is never encoded as an image). Real pixels are always finite (`pil_to_tensor` clips to [0, 1]).
+MISSING_VIEW = float("nan")
 
 
 def load_image(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
@@ -61,3 +65,16 @@ def load_images(paths: list[str], size: int, desc: str = "images") -> torch.Tens
         raise DataError("no images to load")
     return torch.stack([load_image(p, size) for p in tqdm(paths, desc=f"decode {desc}", leave=False, unit="img",
                                                           disable=None)])
+
+
+def missing_view(size: int) -> torch.Tensor:
+    """The (1, size, size) placeholder of a view slot that has no image (all `MISSING_VIEW`)."""
+    return torch.full((1, size, size), MISSING_VIEW, dtype=torch.float32)
+
+
+def stack_views(slots: list[torch.Tensor | None], size: int) -> torch.Tensor:
+    """A study's view slots (image (1, size, size) or None when the study has no such view) → (K, 1, size, size),
+    missing slots filled with `missing_view`. Slot order is the model's: frontal, then lateral."""
+    if not any(s is not None for s in slots):
+        raise DataError("a study needs at least one image")
+    return torch.stack([s if s is not None else missing_view(size) for s in slots])

@@ -127,7 +127,8 @@ def group_studies(dataset: dict) -> list[dict]:
     """Group a loaded dataset by study: its frontal images, or its lateral ones when it has no frontal.
 
     Returns one dict per study in first-appearance order: study_id, rows (indices into the dataset),
-    view_fallback (bool: lateral images stand in), report (reference text), labels (14,), metadata (first row's).
+    view_fallback (bool: lateral images stand in), frontal_rows and lateral_rows (the study's rows of each
+    projection), report (reference text), labels (14,), metadata (first row's).
     """
     studies: dict[str, dict] = {}
     for i, meta in enumerate(dataset["metadata"]):
@@ -135,6 +136,19 @@ def group_studies(dataset: dict) -> list[dict]:
         entry["frontal" if meta["view"] in ("Frontal", "PA", "AP") else "lateral"].append(i)
     return [{
         "study_id": study_id, "rows": entry["frontal"] or entry["lateral"], "view_fallback": not entry["frontal"],
+        "frontal_rows": entry["frontal"], "lateral_rows": entry["lateral"],
         "report": dataset["reports"][entry["first"]], "labels": dataset["labels"][entry["first"]].numpy(),
         "metadata": dataset["metadata"][entry["first"]],
     } for study_id, entry in studies.items()]
+
+
+def view_slots(study: dict, views: int) -> list[int | None]:
+    """The dataset rows that fill a model's view slots for one `group_studies` study (None: no such view).
+
+    views=1: [the first frontal image, or the first lateral one when there is no frontal];
+    views=2: [the first frontal image or None, the first lateral image or None]."""
+    if views == 1:
+        return [study["rows"][0]]
+    if views == 2:
+        return [(study["frontal_rows"] or [None])[0], (study["lateral_rows"] or [None])[0]]
+    raise DataError(f"view slots must be 1 (one image) or 2 (frontal, lateral), got {views}")

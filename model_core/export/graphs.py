@@ -1,8 +1,9 @@
 """The exported graphs: exportable wrappers of the torch model and the exporters that write them.
 
-    export_vision(model, path)            vision.onnx   images (B, K, 1, H, W) in [0, 1]
-                                          → visual_tokens (B, K·N, d_l), label_logits (B, 14)
-                                          (ViT encoder + token pooling + projector + detection head; FP32)
+    export_vision(model, path)            vision.onnx   images (B, V, 1, H, W) in [0, 1], NaN = missing view
+                                          → visual_tokens (B, V·N, d_l), label_logits (B, 14)
+                                          (pixel normalisation + encoder (ViT or DINOv2) + token pooling +
+                                          projector + view masking + detection head; FP32)
     export_decoder(language_model, path)  decoder.onnx  one causal-LM step with a KV cache (FP32):
                                             inputs_embeds (B, T, d_l), attention_mask (B, P+T) int64,
                                             position_ids (B, T) int64, past_key_i / past_value_i (B, H_kv, P, D_h)
@@ -43,39 +44,29 @@ EXTERNAL_DATA_BYTES = 1_500_000_000
 # --------------------------------------------------------------------------- exportable wrappers
 
 class VisionExport(nn.Module):
-    """images (B, K, 1, H, W) in [0, 1] → (visual_tokens (B, K·N, d_l), label_logits (B, 14)).
+    """images (B, V, 1, H, W) in [0, 1] (all-NaN: a missing view) → (visual_tokens (B, V·N, d_l), label_logits (B, 14)).
 
-    The computation of `encode_images`, the projection in `merge_image_embeddings` and `detect` of the torch
-    model, so the runtime only has to scatter the visual tokens into the prompt embeddings. The token pooling
-    is written with the patch grid as a Python constant and `avg_pool2d` (equal to the model's
-    `adaptive_avg_pool2d`, since the pooled side divides the grid): `encode_images` derives the grid side from
-    a traced shape, which the TorchScript exporter cannot pool. `check_parity` compares the two.
+    The computation of `encode_images`, `project_visual_tokens` and `detect` of the torch model — pixel
+    normalisation, encoder, token pooling, projector, missing-view masking and the detection head — so the runtime
+    only has to scatter the visual tokens into the prompt embeddings. Written without data-dependent shapes: every
+    slot goes through the encoder (a missing one as zeros) and is then masked exactly as the torch model masks the
+    slots it never encodes, so a missing view's filler cannot reach either output. `check_parity` compares the two.
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
-        enc_cfg = model.encoder.config
-        self.grid = enc_cfg.image_size // enc_cfg.patch_size
-        pooled = model.config.vision.pool_tokens
-        self.pool_kernel = self.grid // int(pooled ** 0.5) if pooled else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         images = model.check_images(images)
-        b, k = images.shape[:2]
-        x = (images.flatten(0, 1) - model.pixel_mean) / model.pixel_std
-        if model.in_channels != 1:
-            x = x.expand(-1, model.in_channels, -1, -1)
-        hidden = model.encoder(pixel_values=x).last_hidden_state                 # (B·K, 1 + G², d_v)
-        cls, patches = hidden[:, :1], hidden[:, 1:]
-        if self.pool_kernel:
-            grid = patches.transpose(1, 2).reshape(-1, patches.shape[2], self.grid, self.grid)
-            patches = nn.functional.avg_pool2d(grid, self.pool_kernel).flatten(2).transpose(1, 2)
-        feats = torch.cat([cls, patches], dim=1)
-        feats = feats.reshape(b, k, *feats.shape[1:])                            # (B, K, 1 + N, d_v)
-        visual_tokens = model.projector(feats[:, :, 1:].flatten(1, 2))          # (B, K·N, d_l)
-        return visual_tokens, model.detect(feats)
+        b, v = images.shape[:2]
+        missing_pixels = torch.isnan(images)
+        present = ~missing_pixels.flatten(2).all(dim=-1)                                    # (B, V)
+        feats = model.encode_views(torch.where(missing_pixels, 0.0, images).flatten(0, 1))  # (B·V, 1 + N, d_v)
+        feats = feats.reshape(b, v, *feats.shape[1:])
+        feats = torch.where(present[..., None, None], feats, float("nan"))
+        return model.project_visual_tokens(feats), model.detect(feats)
 
 
 class DecoderStep(nn.Module):
@@ -189,16 +180,17 @@ def _export_graph(name: str, module, args, path: Path, input_names, output_names
 
 
 def export_vision(model, path: Path, opset: int = DEFAULT_OPSET, exporter: str = "auto") -> str:
-    """Write vision.onnx; dynamic batch B and views K. Returns the exporter used."""
+    """Write vision.onnx; dynamic batch B, the model's V view slots. Returns the exporter used."""
     size = model.image_size
-    # Example sizes 2 and 3 (not 0/1, which torch.export would specialise, and distinct, so the dims stay apart).
-    example = torch.rand(2, 3, 1, size, size)
-    batch, views = Dim("batch"), Dim("views")
+    # Example batch 2 (not 0/1, which torch.export would specialise); the last slot of the second study is missing.
+    example = torch.rand(2, model.num_views, 1, size, size)
+    if model.num_views > 1:
+        example[1, -1] = float("nan")
+    batch = Dim("batch")
     return _export_graph(
         "vision", VisionExport(model).eval(), (example,), path, ["images"], ["visual_tokens", "label_logits"],
-        dynamic_shapes={"images": {0: batch, 1: views}},
-        dynamic_axes={"images": {0: "batch", 1: "views"}, "visual_tokens": {0: "batch", 1: "visual_tokens"},
-                      "label_logits": {0: "batch"}},
+        dynamic_shapes={"images": {0: batch}},
+        dynamic_axes={"images": {0: "batch"}, "visual_tokens": {0: "batch"}, "label_logits": {0: "batch"}},
         opset=opset, exporter=exporter, external_data=weight_bytes(model.encoder) > EXTERNAL_DATA_BYTES)
 
 

@@ -93,9 +93,9 @@ def parity_and_latency(model, export_dir: Path, gen: GenerationConfig, images: t
 
     # Vision outputs and the prompt's LM logits, torch vs ORT on the same inputs.
     feats = model.encode_images(images)
-    visual_tokens = model.projector(feats[:, :, 1:].flatten(1, 2)).numpy()
+    visual_tokens = model.project_visual_tokens(feats).numpy()
     label_logits = model.detect(feats).numpy()
-    views = images.shape[1]
+    views = feats.shape[1]
     prefixes = [encode_example(model.tokenizer, build_prompt(c), None, views * model.num_image_tokens)[0]
                 for c in contexts]
     ids, mask = pad_batch(prefixes, model.tokenizer.pad_token_id, left=True)
@@ -162,7 +162,7 @@ def check_parity(model_dir: str | os.PathLike, export_dir: str | os.PathLike, n:
         raise ExportError(f"{export_dir} is not an export directory ({EXPORT_CONFIG} missing)")
     model, _, saved = load_model_dir(model_dir)
     gen = gen or build_section(GenerationConfig, saved.get("generation", {}), "generation.")
-    images, contexts, source = parity_studies(data_cfg, n, model.image_size)
+    images, contexts, source = parity_studies(data_cfg, n, model.image_size, model.num_views)
     result = parity_and_latency(model.float().eval(), export_dir, gen, images, contexts, source, latency,
                                 latency_runs)
     if write_report:

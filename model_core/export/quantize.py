@@ -22,6 +22,7 @@ from model_core.data.manifest import DataError
 from model_core.export.graphs import EXTERNAL_DATA_BYTES, graph_bytes, quiet_exporter_logs
 from model_core.export.sources import load_studies
 from model_core.runtime.ort_generator import OrtReportGenerator
+from model_core.runtime.session import read_export_config
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def export_calibration(export_dir: Path, data_cfg: DataConfig | None, image_size
         why = "no data config given"
     else:
         try:
-            images, contexts = load_studies(data_cfg, "train", n, image_size)
+            views = int(read_export_config(export_dir).get("views", 1))
+            images, contexts = load_studies(data_cfg, "train", n, image_size, views)
         except (DataError, OSError, ValueError) as exc:
             why = f"{type(exc).__name__} while loading the train split: {exc}"
         else:

@@ -112,6 +112,7 @@ def _export_config(model, gen: GenerationConfig, exporters: dict, opset: int, qu
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "image_size": model.image_size, "image_channels": 1, "num_image_tokens": model.num_image_tokens,
+        "views": model.num_views,
         "image_token_id": model.image_token_id, "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
         "max_positions": int(model.max_positions), **decoder_layout(model.language_model),
@@ -165,7 +166,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quanti
             "versions": export_versions(model_dir), "export_seconds": round(time.perf_counter() - started, 1),
         }
         if check:
-            images, contexts, source = parity_studies(data_cfg, n_check, model.image_size)
+            images, contexts, source = parity_studies(data_cfg, n_check, model.image_size, model.num_views)
             report.update(parity_and_latency(model, staging, gen or gen_saved, images, contexts, source, latency))
         report["files"] = _file_sizes(staging)   # bytes per file (export_report.json itself not listed)
         report["sizes_mb"] = {name: round(size / 2**20, 3) for name, size in report["files"].items()

@@ -1,5 +1,9 @@
 """On-disk cache of a frozen image encoder's features, one small .npy file per (weights, image, input size, pooling).
 
+    cache = model_feature_cache(model, "runs/features")          # keyed by the model's encoder, pooling, pixels
+    feats = encode_image_files(model, paths, cache)               # (n, 1 + N, d_v), computing only the misses
+    study_feats = study_features(feats, slots)                    # (S, V, 1 + N, d_v), NaN rows = missing views
+
 What is stored per image: an array (1 + P·P, D) in the layout `RadiologyMultimodalModel.encode_images` returns for
 one view: row 0 is the CLS token, rows 1.. the patch grid average-pooled to P×P (row-major), all taken from the
 encoder's last hidden state (after its final LayerNorm), in the encoder's own units (no further normalisation).
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_core.data.images import load_images
 from model_core.data.manifest import DataError
 from model_core.files import atomic_write_bytes, sha256_file
 
@@ -140,3 +145,50 @@ class FeatureCache:
         if len(shapes) != 1:
             raise ValueError(f"cached features disagree in shape {sorted(shapes)}: mixed pooling under one key space")
         return np.stack(out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- a model's features, cached
+
+def model_feature_cache(model, root: str | os.PathLike) -> FeatureCache:
+    """The cache of `model.encode_views` outputs: keyed by the encoder's weights fingerprint, the pooling of the
+    patch grid and the pixel normalisation (the input size is part of every key)."""
+    pooling = pooling_spec(model.pool_side) if model.pool_side else "cls+all-patches"
+    preprocessing = (f"model_core.data.images.load_image (grey, bilinear); {model.in_channels} channel(s); "
+                     f"mean {[round(v, 6) for v in model.pixel_mean.flatten().tolist()]} "
+                     f"std {[round(v, 6) for v in model.pixel_std.flatten().tolist()]}")
+    return FeatureCache(root, weights_fingerprint(model.encoder), pooling, preprocessing)
+
+
+@torch.no_grad()
+def encode_image_files(model, paths: Sequence[str | os.PathLike], cache: FeatureCache | None = None,
+                       batch_size: int = 32) -> torch.Tensor:
+    """`model.encode_views` of image files (decoded by the one preprocessing path) → float32 (n, 1 + N, d_v);
+    through `cache` when given (only misses are encoded), else all computed here. The encoder must be frozen
+    for a cache to make sense: its features are keyed by its current weights."""
+    if not paths:
+        raise DataError("no images to encode")
+    was_training = model.training
+    model.eval()
+    try:
+        def compute(batch: Sequence[str | os.PathLike]) -> torch.Tensor:
+            return model.encode_views(load_images([str(p) for p in batch], model.image_size, "encoder features"))
+
+        if cache is None:
+            return torch.cat([compute(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]).float()
+        return torch.from_numpy(cache.get_or_compute(list(paths), model.image_size, compute, batch_size))
+    finally:
+        model.train(was_training)
+
+
+def study_features(image_features: torch.Tensor, slots: Sequence[Sequence[int | None]]) -> torch.Tensor:
+    """Per-image features (n, 1 + N, d) → per-study view slots (S, V, 1 + N, d): slots[s][v] is a row of
+    image_features, or None for a missing view (its rows are NaN, the model's missing-view marker)."""
+    views = {len(s) for s in slots}
+    if len(views) != 1:
+        raise ValueError(f"studies have different numbers of view slots: {sorted(views)}")
+    out = image_features.new_full((len(slots), views.pop(), *image_features.shape[1:]), float("nan"))
+    for i, study in enumerate(slots):
+        for v, row in enumerate(study):
+            if row is not None:
+                out[i, v] = image_features[row]
+    return out

@@ -1,13 +1,20 @@
-"""LLaVA-style report generator: ViT encoder → MLP projector → causal LM, plus a CheXpert detection head.
+"""LLaVA-style report generator: image encoder → MLP projector → causal LM, plus a CheXpert detection head.
 
-    images (B, 1, H, W) or (B, K, 1, H, W)  ──ViT──►  Z_v (B·K, 1 + N, d_v)
-        CLS  Z_v[:, 0]   ──detection head──► label_logits (B, 14)        ŷ_k = σ(w_k·h_cls + b_k)
-        patches Z_v[:, 1:] ──projector──►    H_v (B, K·N, d_l)           H_v = W2·GELU(W1·Z_v + b1) + b2
-    input_ids (B, T) hold K·N `<image>` placeholders; their embeddings are replaced by H_v, and the
-    causal LM runs on `inputs_embeds`.   loss = 1.0·NLL(report) + 0.5·BCE(labels) + 1e-4·‖θ_proj‖²
+    images (B, K, 1, H, W) in [0, 1], K ≤ V view slots (frontal, lateral); a slot without an image is all-NaN
+    (`model_core.data.images.missing_view`) and slots past K count as missing
+        ──encoder──►  Z_v (B, V, 1 + N, d_v)      (NaN rows for missing views; they are never encoded)
+        CLS   Z_v[:, :, 0]  ──detection head──► label_logits (B, 14)   mean over the views present of w_k·h_cls + b_k
+        patches Z_v[:, :, 1:] ──projector──►    H_v (B, V·N, d_l)       H_v = W2·GELU(W1·Z_v + b1) + b2;
+                                                                         a missing view's N tokens = a learned vector;
+                                                                         + W_f·σ(label_logits) with findings_to_lm
+    input_ids (B, T) hold V·N `<image>` placeholders; their embeddings are replaced by H_v, and the causal LM runs
+    on `inputs_embeds`.   loss = 1.0·NLL(report) + 0.5·L_detect(labels) + 1e-4·‖θ_proj‖²
+    L_detect: BCE, class-weighted BCE or focal BCE (`model.detect_loss`).
 
-Parts are built from config (the embedded default trains small models here) or loaded with
-`from_pretrained(path)` when a config names a checkpoint directory (e.g. a CheXpert ViT-B/16, BioGPT).
+Pixels are normalised inside the model (grey repeated to the encoder's channels, then the encoder family's
+mean/std), so training, evaluation, the exported graph and serving share one preprocessing path. Parts are built
+from config or loaded with `from_pretrained` (`model_core.modeling.vision`: a DINOv2 encoder, frozen, is the demo
+default); a frozen encoder stays in eval mode and is never trained.
 """
 
 from __future__ import annotations
@@ -23,22 +30,21 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModel,
     AutoModelForCausalLM,
     GPT2Config,
     LlamaConfig,
     PreTrainedTokenizerFast,
-    ViTConfig,
-    ViTModel,
 )
 
 from model_core.artifacts import ENCODER_CONFIG_DIR, LM_CONFIG_DIR, MODEL_CONFIG, MODEL_WEIGHTS, TOKENIZER_DIR
 from model_core.chexpert import NUM_LABELS
-from model_core.config import ModelConfig, TextConfig, VisionConfig
+from model_core.config import ModelConfig, TextConfig
+from model_core.modeling.vision import build_vision_encoder, encoder_from_config, pixel_statistics
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+DETECT_LOSSES = ("bce", "weighted_bce", "focal")
 
 
 class ModelInputError(ValueError):
@@ -46,28 +52,6 @@ class ModelInputError(ValueError):
 
 
 # --------------------------------------------------------------------------- builders (one per part)
-
-def build_vision_encoder(cfg: VisionConfig) -> nn.Module:
-    if cfg.pretrained:
-        hf_cfg = AutoConfig.from_pretrained(cfg.pretrained)
-        return AutoModel.from_pretrained(cfg.pretrained, **_encoder_kwargs(hf_cfg))
-    vit_cfg = ViTConfig(
-        image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.num_channels,
-        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    return ViTModel(vit_cfg, add_pooling_layer=False)
-
-
-def encoder_from_config(hf_cfg) -> nn.Module:
-    """An (untrained) encoder of a saved Hugging Face config; weights are loaded afterwards."""
-    return AutoModel.from_config(hf_cfg, **_encoder_kwargs(hf_cfg))
-
-
-def _encoder_kwargs(hf_cfg) -> dict:
-    # The detection head reads the CLS token itself; ViT's extra pooler would be unused weights.
-    return {"add_pooling_layer": False} if hf_cfg.model_type == "vit" else {}
-
 
 def build_language_model(cfg: TextConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> nn.Module:
     if cfg.pretrained:
@@ -93,19 +77,47 @@ def language_model_config(cfg: TextConfig, vocab_size: int, bos_id: int, eos_id:
 
 
 class MultimodalProjector(nn.Module):
-    """H_v = W2·GELU(W1·Z_v + b1) + b2:  (…, d_v) → (…, d_l)."""
+    """H_v = W2·GELU(W1·Z_v + b1) + b2:  (…, d_v) → (…, d_l); `missing_view` (d_l) stands for a view not there;
+    `findings` (optional, 14 → d_l, zero at start) carries the detection head's probabilities into the tokens."""
 
-    def __init__(self, d_v: int, d_h: int, d_l: int):
+    def __init__(self, d_v: int, d_h: int, d_l: int, findings: bool = False):
         super().__init__()
         self.linear_1 = nn.Linear(d_v, d_h)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(d_h, d_l)
+        # Learned like a [MASK] embedding: the LM reads "no such view" instead of the encoding of a blank image.
+        self.missing_view = nn.Parameter(torch.zeros(d_l))
+        self.findings = nn.Linear(NUM_LABELS, d_l) if findings else None
+        if self.findings is not None:
+            nn.init.zeros_(self.findings.weight)   # starts as the plain projector
+            nn.init.zeros_(self.findings.bias)
 
     def forward(self, z_v: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(z_v)))
 
     def l2(self) -> torch.Tensor:
         return sum(p.pow(2).sum() for p in self.parameters())
+
+
+def views_present(x: torch.Tensor) -> torch.Tensor:
+    """(B, V, …) images or vision features → (B, V) bool: the slot holds a view (not all-NaN)."""
+    return ~torch.isnan(x).flatten(2).all(dim=-1)
+
+
+def detection_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str, pos_weight: torch.Tensor,
+                   gamma: float) -> torch.Tensor:
+    """Mean over studies and labels of BCE (kind "bce"), BCE with positives weighted by `pos_weight` (14,)
+    ("weighted_bce"), or focal BCE ("focal": the weighted BCE times (1 − p_t)^gamma, so easy negatives of rare
+    labels stop dominating the gradient)."""
+    logits, targets = logits.float(), targets.float()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+    if kind == "weighted_bce":
+        return ce.mean()
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    return (ce * (1 - p_t).pow(gamma)).mean()
 
 
 # --------------------------------------------------------------------------- the model
@@ -129,7 +141,14 @@ class RadiologyMultimodalModel(nn.Module):
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
             raise ModelInputError("the tokenizer has no <image> token; build it with model_core.modeling.tokenizer")
+        if config.detect_loss not in DETECT_LOSSES:
+            raise ModelInputError(f"model.detect_loss must be one of {', '.join(DETECT_LOSSES)}, "
+                                  f"got {config.detect_loss!r}")
+        if config.vision.views < 1:
+            raise ModelInputError(f"model.vision.views must be ≥ 1, got {config.vision.views}")
         self.encoder = encoder if encoder is not None else build_vision_encoder(config.vision)
+        if config.vision.freeze:
+            self.encoder.requires_grad_(False).eval()
         self.language_model = language_model if language_model is not None else build_language_model(
             config.text, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
         if self.language_model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -140,24 +159,50 @@ class RadiologyMultimodalModel(nn.Module):
         if config.projector_out is not None and config.projector_out != d_l:
             raise ModelInputError(
                 f"projector_out (d_l={config.projector_out}) does not match the language model's hidden size {d_l}")
-        self.projector = MultimodalProjector(d_v, config.projector_hidden, d_l)
+        self.projector = MultimodalProjector(d_v, config.projector_hidden, d_l, findings=config.findings_to_lm)
         self.detection_head = nn.Linear(d_v, NUM_LABELS)
         self.image_size = enc_cfg.image_size
         self.in_channels = enc_cfg.num_channels
-        grid = enc_cfg.image_size // enc_cfg.patch_size
+        self.num_views = config.vision.views
+        self.grid = enc_cfg.image_size // enc_cfg.patch_size       # a Python int: the exported graph pools with it
         pooled = config.vision.pool_tokens
-        if pooled is not None and (int(pooled ** 0.5) ** 2 != pooled or grid % int(pooled ** 0.5)):
-            raise ModelInputError(f"pool_tokens={pooled} must be a square that divides the {grid}×{grid} patch grid")
-        self.num_image_tokens = pooled or grid * grid
+        if pooled is not None and (int(pooled ** 0.5) ** 2 != pooled or self.grid % int(pooled ** 0.5)):
+            raise ModelInputError(f"pool_tokens={pooled} must be a square that divides the "
+                                  f"{self.grid}×{self.grid} patch grid")
+        self.pool_side = int(pooled ** 0.5) if pooled else None
+        self.num_image_tokens = pooled or self.grid * self.grid   # per view
         lm_cfg = self.language_model.config
         self.max_positions = getattr(lm_cfg, "n_positions", None) or getattr(lm_cfg, "max_position_embeddings", 1 << 30)
-        # Inputs in [0, 1] are mapped to [-1, 1] (the convention of ViT checkpoints such as google/vit-*).
-        self.pixel_mean, self.pixel_std = 0.5, 0.5
+        mean, std = pixel_statistics(config.vision, self.encoder)
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        # Positive-class weights of the detection loss (set from the training labels by the trainer).
+        self.register_buffer("label_pos_weight", torch.ones(NUM_LABELS), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.vision.freeze:
+            self.encoder.eval()   # frozen: no dropout noise, and its cached features stay valid
+        return self
+
+    @property
+    def image_tokens_per_study(self) -> int:
+        return self.num_views * self.num_image_tokens
+
+    def set_label_frequencies(self, targets: torch.Tensor) -> torch.Tensor:
+        """Positive weights of the weighted/focal detection loss from 0/1 training targets (N, 14):
+        negatives/positives per label, clipped to [1, pos_weight_max] (a label without positives gets the cap)."""
+        pos = targets.float().sum(0)
+        neg = targets.shape[0] - pos
+        weight = torch.where(pos > 0, neg / pos.clamp(min=1), torch.full_like(pos, self.config.pos_weight_max))
+        self.label_pos_weight = weight.clamp(1.0, self.config.pos_weight_max).to(self.label_pos_weight)
+        return self.label_pos_weight
 
     # ---- vision
 
     def check_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Accept (B, 1, H, W) or (B, K, 1, H, W) in [0, 1]; returns (B, K, 1, H, W)."""
+        """Accept (B, 1, H, W) or (B, K, 1, H, W) in [0, 1] with K ≤ the model's view slots; returns
+        (B, V, 1, H, W), slots past K filled as missing views (NaN). Shapes only: safe to trace."""
         if not isinstance(images, torch.Tensor):
             raise ModelInputError(f"images must be a tensor, got {type(images).__name__}")
         if images.dim() == 4:
@@ -172,29 +217,70 @@ class RadiologyMultimodalModel(nn.Module):
         if (h, w) != (self.image_size, self.image_size):
             raise ModelInputError(f"images must be {self.image_size}×{self.image_size}, got {h}×{w}; "
                                   "preprocess with model_core.data.images.load_image(path, size)")
+        if k > self.num_views:
+            raise ModelInputError(f"the model takes at most {self.num_views} view(s) per study (frontal"
+                                  f"{', lateral' if self.num_views > 1 else ''}), got {k}")
+        if k < self.num_views:
+            pad = images.new_full((b, self.num_views - k, 1, h, w), float("nan"))
+            images = torch.cat([images, pad], dim=1)
         return images
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, K, 1, H, W) in [0, 1] → vision features (B, K, 1 + N, d_v): CLS then (pooled) patch tokens."""
-        images = self.check_images(images)
-        b, k = images.shape[:2]
-        x = images.flatten(0, 1)
-        x = (x - self.pixel_mean) / self.pixel_std
-        if self.in_channels != 1:
-            x = x.expand(-1, self.in_channels, -1, -1)
-        hidden = self.encoder(pixel_values=x).last_hidden_state  # (B·K, 1 + N, d_v)
+    def check_views(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, V, 1, H, W) → which views are present (B, V); a partly-NaN image or a study without any view is a
+        ModelInputError (eager only: data-dependent)."""
+        nan = torch.isnan(images).flatten(2)
+        present = ~nan.all(dim=-1)
+        if bool((nan.any(dim=-1) & present).any()):
+            raise ModelInputError("an image has non-finite pixels (only a whole missing view may be NaN)")
+        if not bool(present.any(dim=1).all()):
+            raise ModelInputError("a study has no image: at least one view is needed")
+        return present
+
+    def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 1, H, W) finite pixels in [0, 1] → (n, 1 + N, d_v): CLS, then the patch grid (average-pooled to
+        pool_tokens when configured). The one place pixels are normalised for the encoder."""
+        x = (pixels.expand(-1, self.in_channels, -1, -1) - self.pixel_mean) / self.pixel_std
+        return self.pool_hidden(self.encoder(pixel_values=x).last_hidden_state)
+
+    def pool_hidden(self, hidden: torch.Tensor, side: int | None = None) -> torch.Tensor:
+        """The encoder's last hidden state (n, 1 + G², d_v) → (n, 1 + side², d_v): CLS, then the G×G patch grid
+        average-pooled to side×side (default: the configured pool_tokens; none configured: all patches)."""
+        side = side or self.pool_side
+        if not side:
+            return hidden
         cls, patches = hidden[:, :1], hidden[:, 1:]
-        if self.config.vision.pool_tokens:
-            side = int(patches.shape[1] ** 0.5)
-            grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side)
-            out = int(self.config.vision.pool_tokens ** 0.5)
-            patches = F.adaptive_avg_pool2d(grid, out).flatten(2).transpose(1, 2)
-        feats = torch.cat([cls, patches], dim=1)
-        return feats.reshape(b, k, *feats.shape[1:])
+        grid = patches.transpose(1, 2).reshape(-1, patches.shape[2], self.grid, self.grid)
+        patches = F.avg_pool2d(grid, self.grid // side).flatten(2).transpose(1, 2)
+        return torch.cat([cls, patches], dim=1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K, 1, H, W) in [0, 1] → vision features (B, V, 1 + N, d_v); the rows of missing views are NaN
+        (those slots are not encoded)."""
+        images = self.check_images(images)
+        present = self.check_views(images)
+        b, v = present.shape
+        encoded = self.encode_views(images[present])
+        feats = encoded.new_full((b, v, *encoded.shape[1:]), float("nan"))
+        feats[present] = encoded
+        return feats
 
     def detect(self, vision_features: torch.Tensor) -> torch.Tensor:
-        """(B, K, 1 + N, d_v) → label logits (B, 14) from the CLS token, averaged over the K views."""
-        return self.detection_head(vision_features[:, :, 0]).mean(dim=1)
+        """(B, V, 1 + N, d_v) → label logits (B, 14): the head on each present view's CLS, averaged over them."""
+        present = views_present(vision_features)                                      # (B, V)
+        cls = torch.where(present[..., None], vision_features[:, :, 0], 0.0)
+        weights = present.to(cls.dtype)[..., None]
+        return (self.detection_head(cls) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def project_visual_tokens(self, vision_features: torch.Tensor) -> torch.Tensor:
+        """(B, V, 1 + N, d_v) → the LM's visual tokens (B, V·N, d_l); a missing view's tokens are `missing_view`."""
+        present = views_present(vision_features)[..., None, None]                     # (B, V, 1, 1)
+        patches = torch.where(present, vision_features[:, :, 1:], 0.0)
+        tokens = torch.where(present, self.projector(patches), self.projector.missing_view)
+        if self.projector.findings is not None:
+            # Gradient stopped: the report loss must not pull the head away from its labels and calibration.
+            probs = torch.sigmoid(self.detect(vision_features)).detach()
+            tokens = tokens + self.projector.findings(probs)[:, None, None, :]
+        return tokens.flatten(1, 2)
 
     # ---- forward
 
@@ -235,7 +321,8 @@ class RadiologyMultimodalModel(nn.Module):
                     logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
                 terms.append(self.config.report_weight * out.loss_report)
         if finding_labels is not None:
-            out.loss_detect = F.binary_cross_entropy_with_logits(label_logits.float(), finding_labels.float())
+            out.loss_detect = detection_loss(label_logits, finding_labels, self.config.detect_loss,
+                                             self.label_pos_weight, self.config.focal_gamma)
             terms.append(self.config.detect_weight * out.loss_detect)
         if terms:
             out.loss_proj = self.projector.l2()
@@ -243,16 +330,16 @@ class RadiologyMultimodalModel(nn.Module):
         return out
 
     def merge_image_embeddings(self, vision_features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings (B, T, d_l) with the `<image>` placeholders replaced by projected patch tokens."""
+        """Token embeddings (B, T, d_l) with the `<image>` placeholders replaced by the visual tokens."""
         embeds = self.language_model.get_input_embeddings()(input_ids)
-        patches = vision_features[:, :, 1:].flatten(1, 2)  # (B, K·N, d_v)
         image_mask = input_ids == self.image_token_id
         counts = image_mask.sum(dim=1)
-        if not bool((counts == patches.shape[1]).all()):
+        expected = vision_features.shape[1] * (vision_features.shape[2] - 1)
+        if not bool((counts == expected).all()):
             raise ModelInputError(
                 f"image-token count mismatch: the text holds {counts.tolist()} <image> tokens per sample, "
-                f"the images give {patches.shape[1]} ({vision_features.shape[1]} view(s) × {self.num_image_tokens})")
-        projected = self.projector(patches).to(embeds.dtype)
+                f"the images give {expected} ({vision_features.shape[1]} view(s) × {self.num_image_tokens})")
+        projected = self.project_visual_tokens(vision_features).to(embeds.dtype)
         return embeds.masked_scatter(image_mask.unsqueeze(-1), projected)
 
     # ---- persistence
@@ -263,8 +350,12 @@ class RadiologyMultimodalModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         cfg = self.config.to_dict()
-        # Pretrained parts are saved in full below, so the directory never points back at the original paths.
+        # Pretrained parts are saved in full below, so the directory never points back at the original paths; the
+        # vision fields that came from the checkpoint are written as resolved (family, input side, pixel statistics).
         cfg["vision"]["pretrained"], cfg["text"]["pretrained"] = None, None
+        cfg["vision"].update(architecture=self.encoder.config.model_type, image_size=self.image_size,
+                             patch_size=self.encoder.config.patch_size,
+                             pixel_mean=self.pixel_mean.flatten().tolist(), pixel_std=self.pixel_std.flatten().tolist())
         self.encoder.config.save_pretrained(directory / ENCODER_CONFIG_DIR)
         self.language_model.config.save_pretrained(directory / LM_CONFIG_DIR)
         (directory / MODEL_CONFIG).write_text(json.dumps(cfg, indent=2))
@@ -283,6 +374,8 @@ class RadiologyMultimodalModel(nn.Module):
         lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory / LM_CONFIG_DIR))
         model = cls(config, tokenizer, encoder=enc, language_model=lm)
         state = torch.load(directory / MODEL_WEIGHTS, map_location=map_location, weights_only=True)
+        # A model saved before view slots existed has one view and no `missing_view` vector (never used then).
+        state.setdefault("projector.missing_view", model.projector.missing_view.detach().clone())
         model.load_state_dict(state)
         model.eval()
         return model
@@ -292,10 +385,12 @@ class RadiologyMultimodalModel(nn.Module):
     def set_trainable(self, stage: str) -> list[str]:
         """Freeze/unfreeze parts for a stage; returns the names of the trainable parts.
 
-        stage0_encoder: encoder + detection head (only when the encoder is not pretrained)
+        stage0_encoder: encoder + detection head (a from-scratch encoder); the detection head alone when the
+                        encoder is frozen (`model.vision.freeze`)
         stage0_lm:      language model alone on report text (only when the LM is not pretrained)
         stage1:         projector + detection head (LM and encoder frozen)
         stage2:         projector + detection head + language model (encoder frozen)
+        A frozen encoder is never trainable.
         """
         parts = {
             "stage0_encoder": ("encoder", "detection_head"),
@@ -305,13 +400,14 @@ class RadiologyMultimodalModel(nn.Module):
         }
         if stage not in parts:
             raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(parts)}")
+        trainable = [p for p in parts[stage] if not (p == "encoder" and self.config.vision.freeze)]
         for name, module in self.named_children():
-            module.requires_grad_(name in parts[stage])
+            module.requires_grad_(name in trainable)
         if self.has_lora and "language_model" in parts[stage]:
             # With LoRA only the adapters of the LM train; its base weights stay frozen.
             for pname, param in self.language_model.named_parameters():
                 param.requires_grad_("lora_" in pname)
-        return list(parts[stage])
+        return trainable
 
     # ---- LoRA (7B-class LMs)
 

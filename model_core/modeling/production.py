@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 
 from model_core.chexpert import NUM_LABELS
 from model_core.config import ModelConfig
-from model_core.modeling.model import MultimodalProjector, build_vision_encoder, language_model_config
+from model_core.modeling.model import MultimodalProjector, language_model_config
+from model_core.modeling.vision import build_vision_encoder
 
 
 def build_on_meta(model_cfg: ModelConfig, vocab_size: int = 32000) -> dict:

@@ -80,7 +80,8 @@ class OrtReportGenerator:
     # ---- model parts
 
     def check_images(self, images) -> np.ndarray:
-        """(B, 1, H, W) or (B, K, 1, H, W) in [0, 1] → float32 (B, K, 1, H, W); clear errors otherwise."""
+        """(B, 1, H, W) or (B, K, 1, H, W) in [0, 1], K ≤ the model's view slots V (all-NaN = a missing view) →
+        float32 (B, V, 1, H, W), slots past K missing; clear errors otherwise (the torch model's rules)."""
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
         if not isinstance(images, np.ndarray):
@@ -88,6 +89,7 @@ class OrtReportGenerator:
         if images.ndim == 4:
             images = images[:, None]
         size = self.meta["image_size"]
+        views = int(self.meta.get("views", 1))
         if images.ndim != 5:
             raise ModelInputError(f"images must be (B, 1, H, W) or (B, K, 1, H, W), got shape {images.shape}")
         if images.shape[0] == 0 or images.shape[1] == 0:
@@ -97,7 +99,19 @@ class OrtReportGenerator:
         if images.shape[3:] != (size, size):
             raise ModelInputError(f"images must be {size}×{size}, got {images.shape[3]}×{images.shape[4]}; "
                                   "preprocess with model_core.data.images.load_image(path, size)")
-        return np.ascontiguousarray(images, dtype=np.float32)
+        if images.shape[1] > views:
+            raise ModelInputError(f"the model takes at most {views} view(s) per study, got {images.shape[1]}")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.shape[1] < views:
+            pad = np.full((images.shape[0], views - images.shape[1], *images.shape[2:]), np.nan, np.float32)
+            images = np.concatenate([images, pad], axis=1)
+        nan = np.isnan(images).reshape(*images.shape[:2], -1)
+        present = ~nan.all(-1)
+        if (nan.any(-1) & present).any():
+            raise ModelInputError("an image has non-finite pixels (only a whole missing view may be NaN)")
+        if not present.any(1).all():
+            raise ModelInputError("a study has no image: at least one view is needed")
+        return images
 
     def encode_images(self, images) -> tuple[np.ndarray, np.ndarray]:
         """images → (visual_tokens (B, K·N, d_l), label_logits (B, 14))."""
@@ -163,7 +177,7 @@ class OrtReportGenerator:
         no-repeat n-gram size and repetition penalty, stopping as transformers does with early_stopping=True.
         """
         images = self.check_images(images)
-        batch, views = images.shape[:2]
+        batch = images.shape[0]
         contexts = clinical_contexts or [None] * batch
         if len(contexts) != batch:
             raise ValueError(f"{len(contexts)} clinical contexts for a batch of {batch} studies")
@@ -171,7 +185,7 @@ class OrtReportGenerator:
         if num_beams < 1:
             raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
         visual_tokens, label_logits = self.encode_images(images)
-        embeds, mask = self.prompt(visual_tokens, views, contexts, question)
+        embeds, mask = self.prompt(visual_tokens, images.shape[1], contexts, question)
         max_new = min(self.gen.max_new_tokens if max_new_tokens is None else max_new_tokens,
                       self.meta["max_positions"] - embeds.shape[1])
         if max_new <= 0:

@@ -1,11 +1,14 @@
 """Two-stage training: stage 0 for parts without pretrained weights, then stage 1 (align) and 2 (fine-tune).
 
-    stage0_encoder  encoder + detection head on the 14 labels (BCE)      — only if the encoder is not pretrained
+    stage0_encoder  encoder + detection head on the 14 labels            — a from-scratch encoder; with a frozen
+                    (pretrained) encoder, the detection head alone on its cached features
     stage0_lm       language model on the training reports (NLL)         — only if the LM is not pretrained
     stage1          projector + detection head, LM frozen (production config: lr 1e-3, 5 epochs)
     stage2          projector + detection head + LM (production config: lr 2e-5, 10 epochs)
 
-The encoder is frozen from stage 1 on, so its features are computed once and cached. Every stage runs
+The encoder is frozen from stage 1 on (a pretrained one from the start, `model.vision.freeze`), so its features
+are computed once: a frozen pretrained encoder's go through the on-disk FeatureCache (`train.feature_cache`), so a
+second run reads them instead of encoding again; a from-scratch encoder's are kept in memory. Every stage runs
 through `deepspeed.initialize` (ZeRO-2 by default; single process on CPU) and falls back to plain
 PyTorch, saying so, when DeepSpeed cannot initialise. Each epoch ends with a checkpoint; `resume=True`
 continues from the newest one with the same data order, RNG state, optimizer and schedule.
@@ -20,7 +23,6 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +32,22 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from model_core.artifacts import CHECKPOINTS_DIR, LAST_CHECKPOINT
-from model_core.chexpert import binarize
 from model_core.config import TrainConfig, resolve_path
-from model_core.data.images import load_images
 from model_core.data.iu_xray import load_split
 from model_core.modeling.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
 from model_core.modeling.model_dir import save_model_dir
 from model_core.modeling.tokenizer import (
-    build_prompt,
     clean_target,
-    encode_example,
     pad_batch,
     prepare_pretrained_tokenizer,
     train_report_tokenizer,
 )
+from model_core.modeling.vision import encoder_card
 from model_core.provenance import collect_provenance, version_string
 from model_core.stats import expected_calibration_error
+from model_core.training import distributed
 from model_core.training.calibration import fit_temperature, operating_thresholds
+from model_core.training.examples import Examples, build_examples, features_from_pixels, study_view_features
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +61,6 @@ class StopTraining(Exception):
 
 # --------------------------------------------------------------------------- data
 
-@dataclass
-class Examples:
-    """Tokenised training examples of one split, aligned with its images."""
-    input_ids: list[list[int]]
-    labels: list[list[int]]
-    report_ids: list[list[int]]        # <bos> report <eos>, for the text-only LM stage
-    finding_labels: torch.Tensor       # (N, 14) in {0, 1}
-
-
-def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainConfig) -> Examples:
-    tok = model.tokenizer
-    input_ids, labels, report_ids = [], [], []
-    for report, meta in zip(dataset["reports"], dataset["metadata"]):
-        report = clean_target(report)
-        ids, lab = encode_example(tok, build_prompt(meta), report, model.num_image_tokens, cfg.max_report_tokens)
-        input_ids.append(ids)
-        labels.append(lab)
-        report_tokens = tok.encode(" " + report, add_special_tokens=False)[:cfg.max_report_tokens]
-        report_ids.append([tok.bos_token_id] + report_tokens + [tok.eos_token_id])
-    finding = torch.from_numpy(binarize(dataset["labels"].numpy(), cfg.uncertain_policy))
-    return Examples(input_ids, labels, report_ids, finding)
-
-
 class _IndexDataset(Dataset):
     def __init__(self, n: int):
         self.n = n
@@ -94,8 +72,11 @@ class _IndexDataset(Dataset):
         return i
 
 
-def _loader(n: int, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(n: int, batch_size: int, shuffle: bool, seed: int, shard: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
+    if shard and distributed.world_size() > 1:  # this rank's share of one permutation, the same on every rank
+        order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+        return DataLoader(distributed.shard(order), batch_size=batch_size, collate_fn=lambda idx: torch.tensor(idx))
     return DataLoader(_IndexDataset(n), batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=lambda idx: torch.tensor(idx))
 
@@ -119,6 +100,7 @@ class _Backend:
             except Exception as exc:  # noqa: BLE001 — any failure to initialise means: fall back, loudly
                 log.warning("DeepSpeed could not initialise (%s: %s); falling back to plain PyTorch",
                             type(exc).__name__, exc)
+        distributed.require_engine(self.engine)
         if self.engine is None:
             self.kind = "torch"
             self.optimizer, self.scheduler = optimizer, scheduler
@@ -150,15 +132,18 @@ class _Backend:
 
     def state_dict(self) -> dict:
         if self.engine is not None:
-            return {"optimizer": self.engine.optimizer.state_dict(), "scheduler": self.engine.lr_scheduler.state_dict(),
+            # ZeRO partitions the optimizer state by rank: rank 0 gathers every rank's part for the checkpoint.
+            return {"optimizer": distributed.gather_to_main(self.engine.optimizer.state_dict()),
+                    "scheduler": self.engine.lr_scheduler.state_dict(),
                     "global_steps": self.engine.global_steps, "micro_steps": self.engine.micro_steps}
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "micro_step": self.micro_step}
 
     def load_state_dict(self, state: dict) -> None:
         if self.engine is not None:
-            # ZeRO optimizers take one state dict per data-parallel rank (a single rank here).
-            self.engine.optimizer.load_state_dict([state["optimizer"]], load_from_fp32_weights=True)
+            # ZeRO optimizers take one state dict per data-parallel rank.
+            self.engine.optimizer.load_state_dict(distributed.per_rank_states(state["optimizer"]),
+                                                  load_from_fp32_weights=True)
             self.engine.lr_scheduler.load_state_dict(state["scheduler"])
             self.engine.global_steps, self.engine.micro_steps = state["global_steps"], state["micro_steps"]
             return
@@ -199,6 +184,7 @@ def _deepspeed_engine(model, optimizer, scheduler, ds_config: dict, cfg: TrainCo
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    distributed.ensure_process_group()  # a store on 127.0.0.1; DeepSpeed's own (env://) would listen on all interfaces
     # deepspeed is imported here, not at the top: it is heavy, and a failure to import it must end in the
     # plain-PyTorch fallback of `_Backend`, not in an import error of this module.
     import deepspeed
@@ -222,9 +208,10 @@ def seed_everything(seed: int) -> None:
 
 
 def plan_stages(model: RadiologyMultimodalModel, cfg: TrainConfig) -> list[str]:
-    """Stages that run: stage 0 parts only for what has no pretrained weights; stages with 0 epochs are skipped."""
+    """Stages that run: stage 0 parts only for what has no pretrained weights (stage0_encoder also for a frozen
+    encoder: it then trains the detection head alone); stages with 0 epochs are skipped."""
     stages = []
-    if not model.config.vision.pretrained:
+    if not model.config.vision.pretrained or model.config.vision.freeze:
         stages.append("stage0_encoder")
     if not model.config.text.pretrained:
         stages.append("stage0_lm")
@@ -234,11 +221,14 @@ def plan_stages(model: RadiologyMultimodalModel, cfg: TrainConfig) -> list[str]:
 
 def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_dataset: dict, config: TrainConfig,
                     checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-                    stop_after_epochs: int | None = None) -> dict:
+                    stop_after_epochs: int | None = None, on_epoch=None) -> dict:
     """Train in stages; returns the history {stage: [{epoch, train: {term: mean}, val: {...}, lr, seconds}]}.
 
-    Datasets are `load_iu_xray`-style dicts. Checkpoints go to `checkpoint_dir/last.pt` after each epoch.
-    `stop_after_epochs` raises StopTraining after that many epochs in this call (to test resuming).
+    Datasets are `load_iu_xray`-style dicts; examples are their studies (`examples.build_examples`). Checkpoints
+    go to `checkpoint_dir/last.pt` after each epoch. `stop_after_epochs` raises StopTraining after that many
+    epochs in this call (to test resuming). With a frozen encoder (`model.vision.freeze`) every stage reads
+    encoder features computed once (through the disk cache `config.feature_cache` when set); the detection loss's
+    positive weights come from the training labels.
     """
     cfg = config
     for name, ds in (("train", train_dataset), ("val", val_dataset)):
@@ -259,16 +249,19 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
         log.info("resuming after %s epoch %d", state["stage"], state["epoch"])
     history: dict = state["history"] if state else {}
 
-    size = model.image_size
-    train_ex, val_ex = build_examples(model, train_dataset, cfg), build_examples(model, val_dataset, cfg)
+    examples = {"train": build_examples(model, train_dataset, cfg), "val": build_examples(model, val_dataset, cfg)}
+    model.set_label_frequencies(examples["train"].finding_labels)
     pixels = {"train": None, "val": None}
     features = {"train": None, "val": None}
 
     def get_pixels(split):
         if pixels[split] is None:
-            ds = train_dataset if split == "train" else val_dataset
-            pixels[split] = load_images(ds["images"], size, split)
+            pixels[split] = examples[split].pixels(model, split)
         return pixels[split]
+
+    if model.config.vision.freeze:
+        for split in features:
+            features[split] = examples[split].features(model, cfg.feature_cache, cfg.batch_size)
 
     epochs_this_call = 0
     for stage in plan_stages(model, cfg):
@@ -284,16 +277,16 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
                     continue
         trainable = model.set_trainable(stage)
         if stage in ("stage1", "stage2") and cfg.cache_features and features["train"] is None:
-            features["train"] = cache_vision_features(model, get_pixels("train"), cfg.batch_size)
-            features["val"] = cache_vision_features(model, get_pixels("val"), cfg.batch_size)
+            features["train"] = features_from_pixels(model, get_pixels("train"), cfg.batch_size)
+            features["val"] = features_from_pixels(model, get_pixels("val"), cfg.batch_size)
         params = [p for p in model.parameters() if p.requires_grad]
-        steps_per_epoch = math.ceil(len(train_ex.input_ids) / cfg.batch_size / cfg.grad_accum_steps)
+        steps_per_epoch = math.ceil(len(examples["train"]) / cfg.batch_size / cfg.grad_accum_steps)
         backend = _Backend(model, params, stage_cfg, cfg, steps_per_epoch * stage_cfg.epochs, ds_config)
         if state is not None and stage == state["stage"]:
             backend.load_state_dict(state["backend"])
         log.info("%s: training %s (%d params, %s backend, lr %.1e, %d epochs)", stage, "+".join(trainable),
                  sum(p.numel() for p in params), backend.kind, stage_cfg.lr, stage_cfg.epochs)
-        runner = _StageRunner(model, stage, cfg, backend, train_ex, val_ex, get_pixels, features)
+        runner = _StageRunner(model, stage, cfg, backend, examples, get_pixels, features)
         for epoch in range(done_epochs + 1, stage_cfg.epochs + 1):
             t0 = time.perf_counter()
             train_terms = runner.run_epoch("train", epoch)
@@ -303,6 +296,8 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
             history.setdefault(stage, []).append(record)
             log.info("%s epoch %d/%d train %s | val %s", stage, epoch, stage_cfg.epochs,
                      _fmt(train_terms), _fmt(val_terms))
+            if on_epoch is not None and distributed.is_main_process():
+                on_epoch(stage, record)                   # e.g. the pipeline's MLflow run, from rank 0 alone
             if ckpt_path is not None:
                 _save_checkpoint(ckpt_path, model, stage, epoch, backend, history)
             epochs_this_call += 1
@@ -322,28 +317,22 @@ def _fmt(terms: dict) -> str:
 
 
 def _save_checkpoint(path: Path, model, stage: str, epoch: int, backend: _Backend, history: dict) -> None:
+    backend_state = backend.state_dict()          # every rank: it gathers ZeRO's per-rank optimizer state
+    if not distributed.is_main_process():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "stage": stage, "epoch": epoch, "backend": backend.state_dict(),
+    torch.save({"model": model.state_dict(), "stage": stage, "epoch": epoch, "backend": backend_state,
                 "rng": torch.get_rng_state(), "history": history}, tmp)
     os.replace(tmp, path)
-
-
-@torch.no_grad()
-def cache_vision_features(model: RadiologyMultimodalModel, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Frozen-encoder features for all images: (N, 1, 1 + N_tokens, d_v)."""
-    model.encoder.eval()
-    out = [model.encode_images(pixels[i:i + batch_size]) for i in
-           tqdm(range(0, len(pixels), batch_size), desc="cache encoder features", leave=False, disable=None)]
-    return torch.cat(out)
 
 
 class _StageRunner:
     """Runs one epoch of a stage over train or val, returning the mean of each loss term."""
 
-    def __init__(self, model, stage, cfg, backend, train_ex, val_ex, get_pixels, features):
+    def __init__(self, model, stage, cfg, backend, examples: dict[str, Examples], get_pixels, features):
         self.model, self.stage, self.cfg, self.backend = model, stage, cfg, backend
-        self.examples = {"train": train_ex, "val": val_ex}
+        self.examples = examples
         self.get_pixels, self.features = get_pixels, features
         self.module = backend.engine if backend.engine is not None else model
 
@@ -351,10 +340,10 @@ class _StageRunner:
         training = split == "train"
         self.model.train(training)
         if self.stage != "stage0_encoder":
-            self.model.encoder.eval()  # frozen: no dropout noise in its features
+            self.model.encoder.eval()  # frozen: no dropout noise in its features (a frozen one always is)
         ex = self.examples[split]
         loader = _loader(len(ex.input_ids), self.cfg.batch_size, shuffle=training,
-                         seed=self.cfg.seed * 1000 + STAGES.index(self.stage) * 100 + epoch)
+                         seed=self.cfg.seed * 1000 + STAGES.index(self.stage) * 100 + epoch, shard=training)
         sums = {k: 0.0 for k in LOSS_TERMS}
         n = 0
         bar = tqdm(loader, desc=f"{self.stage} e{epoch} {split}", leave=False, disable=None, unit="batch")
@@ -369,6 +358,8 @@ class _StageRunner:
                     sums[k] += float(value.detach()) * len(idx)
             n += len(idx)
             bar.set_postfix(loss=f"{sums['loss'] / n:.3f}")
+        if training:
+            sums, n = distributed.all_reduce_sums(sums, n)   # the epoch's means over every rank's share
         return {k: round(v / n, 5) for k, v in sums.items() if v != 0.0 or k == "loss"}
 
     def _forward(self, split: str, idx: torch.Tensor) -> ModelOutput:
@@ -377,8 +368,10 @@ class _StageRunner:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
         with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
             if self.stage == "stage0_encoder":
-                pixels = self.get_pixels(split)[idx]
-                return self.module(images=pixels, finding_labels=ex.finding_labels[idx])
+                if self.features[split] is not None:      # a frozen encoder: the detection head on its features
+                    return self.module(vision_features=self.features[split][idx],
+                                       finding_labels=ex.finding_labels[idx])
+                return self.module(images=self.get_pixels(split)[idx], finding_labels=ex.finding_labels[idx])
             if self.stage == "stage0_lm":
                 ids, mask = pad_batch([ex.report_ids[i] for i in idx], self.model.tokenizer.pad_token_id)
                 labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
@@ -400,26 +393,19 @@ class _StageRunner:
 # --------------------------------------------------------------------------- the `rrg train` job
 
 def study_probabilities(model: RadiologyMultimodalModel, dataset: dict, batch_size: int = 32,
-                        features: torch.Tensor | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Per-study detection-head logits (mean over the study's images) and 0/1 targets.
+                        feature_cache: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-study detection-head logits (the study's view slots, as in training) and 0/1 targets.
 
-    Returns (study_ids, logits (S, 14), targets (S, 14)).
+    Returns (study_ids, logits (S, 14), targets (S, 14)). feature_cache: the on-disk cache of a frozen encoder.
     """
-    if features is None:
-        features = cache_vision_features(model, load_images(dataset["images"], model.image_size), batch_size)
+    ids, targets, features = study_view_features(model, dataset, feature_cache, batch_size)
     with torch.no_grad():
         logits = model.detect(features).numpy()
-    order: dict[str, list[int]] = {}
-    for i, meta in enumerate(dataset["metadata"]):
-        order.setdefault(meta["study_id"], []).append(i)
-    targets = binarize(dataset["labels"].numpy())
-    ids = list(order)
-    return (ids, np.stack([logits[idx].mean(0) for idx in order.values()]),
-            np.stack([targets[idx[0]] for idx in order.values()]))
+    return ids, logits, targets
 
 
 def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
-                       stop_after_epochs: int | None = None) -> Path:
+                       stop_after_epochs: int | None = None, on_epoch=None) -> Path:
     """Train the report generator from a full `Config` and write a self-contained model directory.
 
     out_dir receives: model.pt, model_config.json, tokenizer/, encoder_config/, lm_config/,
@@ -427,6 +413,10 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     per-epoch checkpoints live in out_dir/checkpoints/ (used by `resume`). The model card records the
     software provenance (`model_core.provenance.collect_provenance`) once, under "provenance"; its
     "version" is `version_string` of that record.
+
+    In a data-parallel run (`model_core.training.distributed`) every rank trains, the ranks must agree on the
+    weights (card "distributed"), and rank 0 alone writes checkpoints and the directory and calls
+    `on_epoch(stage, record)` after each epoch.
     """
     out = Path(out_dir)
     started = time.perf_counter()
@@ -438,9 +428,12 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
         tokenizer = train_report_tokenizer([clean_target(r) for r in train_ds["reports"]], cfg.model.text.vocab_size)
     model = RadiologyMultimodalModel(cfg.model, tokenizer)
     history = train_two_stage(model, train_ds, val_ds, cfg.train, checkpoint_dir=out / CHECKPOINTS_DIR,
-                              resume=resume, stop_after_epochs=stop_after_epochs)
+                              resume=resume, stop_after_epochs=stop_after_epochs, on_epoch=on_epoch)
+    weights_per_rank = distributed.agree_on_weights(model)
+    if not distributed.is_main_process():
+        return out
 
-    _, val_logits, val_targets = study_probabilities(model, val_ds, cfg.train.batch_size)
+    _, val_logits, val_targets = study_probabilities(model, val_ds, cfg.train.batch_size, cfg.train.feature_cache)
     calibration = fit_temperature(val_logits, val_targets)
     val_probs = 1 / (1 + np.exp(-val_logits / calibration["temperature"]))
     operating = operating_thresholds(val_probs, val_targets, cfg.gate.operating_point_sensitivity)
@@ -453,9 +446,14 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
         "train_studies": len({m["study_id"] for m in train_ds["metadata"]}),
         "val_studies": len({m["study_id"] for m in val_ds["metadata"]}),
         "stages": {stage: {"epochs": len(recs), "backend": recs[-1]["backend"]} for stage, recs in history.items()},
+        "encoder": encoder_card(cfg.model.vision, model.encoder),
+        "distributed": {"world_size": len(weights_per_rank), "weights_sha256": weights_per_rank},
         "provenance": provenance,
     }
     save_model_dir(model, out, card=card, run_config=cfg.to_dict(), detection=detection, history=history)
+    # Monitoring reference statistics belong here, once the model directory is complete: the frozen encoder's
+    # validation features and the calibrated validation probabilities are at hand (`study_view_features(model,
+    # val_ds, cfg.train.feature_cache)`, `val_probs`); the writer comes from the monitoring work (H11).
     log.info("model directory written: %s (%.0f s)", out, card["training_seconds"])
     return out
 

@@ -4,9 +4,10 @@ from model_core.config import REPO_ROOT, ConfigError, load_config
 
 
 def test_shipped_configs_load():
-    for name in ("smoke", "demo"):
+    views = {"smoke": ["Frontal", "Lateral"], "demo": ["Frontal"], "demo_dinov2": ["Frontal", "Lateral"]}
+    for name, expected in views.items():
         cfg = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
-        assert cfg.name == name and cfg.data.views == ["Frontal"]
+        assert cfg.name == name and cfg.data.views == expected
 
 
 def test_overrides_are_typed():

@@ -77,3 +77,20 @@ def test_params_and_metrics_logging_flattens(mlflow_uri):
     assert run.data.params["config.train.lr"] == "0.001"
     assert run.data.params["config.train.views"] == '["Frontal"]'
     assert run.data.metrics["stage1.val.loss"] == 2.5
+
+
+def test_the_champions_packet_is_fetched_for_the_comparison(mlflow_uri, tmp_path):
+    """download_champion_packet: None without a model or a champion, else the champion's packet zip (unverified:
+    regulatory.assemble verifies it and records a failure)."""
+    name = "test-model-champion-packet"
+    assert models.download_champion_packet(mlflow_uri, name, tmp_path) is None
+    run_id, uri = _candidate(mlflow_uri, tmp_path, "e")
+    models.register(mlflow_uri, run_id, uri, name, _gate(False))  # rejected: still no champion
+    assert models.download_champion_packet(mlflow_uri, name, tmp_path) is None
+    run_id, uri = _candidate(mlflow_uri, tmp_path, "f")
+    packet = tmp_path / "510k_packet_test_v1.zip"
+    packet.write_bytes(b"PK champion packet")
+    tracking.log_artifacts(mlflow_uri, run_id, packet, "packet")
+    models.register(mlflow_uri, run_id, uri, name, _gate(True))
+    fetched = models.download_champion_packet(mlflow_uri, name, tmp_path / "fetched")
+    assert fetched.name == packet.name and fetched.read_bytes() == b"PK champion packet"

@@ -26,6 +26,7 @@ def test_export_writes_every_part_atomically(exported):
     assert report["files"]["decoder.int8.onnx"] < report["files"]["decoder.onnx"]
     meta = json.loads((out / "export_config.json").read_text())
     assert meta["num_layers"] == 2 and meta["num_image_tokens"] == 4 and meta["image_size"] == 32
+    assert meta["views"] == 2 and report["parity"]["fp32_ok"]   # frontal + lateral slots, parity on test studies
     # Nothing half-written left beside the output (staging directories start with a dot).
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 

@@ -130,3 +130,40 @@ def test_weights_fingerprint_changes_with_any_weight():
     with torch.no_grad():
         a.bias[1] += 1e-6
     assert weights_fingerprint(a) != before
+
+
+# --------------------------------------------------------------------------- a model's features through the cache
+
+def test_a_models_features_are_cached_and_keyed_by_its_encoder(tmp_path, tiny_tokenizer, tiny_data):
+    from tiny_models import tiny_dinov2_config
+
+    from model_core.data.images import load_images
+    from model_core.modeling.feature_cache import encode_image_files, model_feature_cache
+    from model_core.modeling.model import RadiologyMultimodalModel
+
+    torch.manual_seed(0)
+    model = RadiologyMultimodalModel(tiny_dinov2_config(), tiny_tokenizer).eval()
+    paths = tiny_data[0]["images"][:3]
+    cache = model_feature_cache(model, tmp_path)
+    feats = encode_image_files(model, paths, cache)
+    with torch.no_grad():
+        direct = model.encode_views(load_images(paths, 32))
+    assert feats.shape == (3, 1 + 4, 32) and torch.allclose(feats, direct, atol=2e-2, rtol=1e-2)   # float16 on disk
+    again = model_feature_cache(model, tmp_path)
+    assert torch.equal(encode_image_files(model, paths, again), feats) and again.stats() == {"hits": 3, "misses": 0}
+    with torch.no_grad():
+        model.encoder.layernorm.bias.add_(0.1)       # other weights: other keys, never a stale entry
+    changed = model_feature_cache(model, tmp_path)
+    encode_image_files(model, paths, changed)
+    assert changed.stats() == {"hits": 0, "misses": 3}
+
+
+def test_study_features_fill_missing_views_with_nan():
+    from model_core.modeling.feature_cache import study_features
+
+    per_image = torch.arange(3 * 2 * 4, dtype=torch.float32).reshape(3, 2, 4)
+    out = study_features(per_image, [[0, 1], [2, None], [None, 0]])
+    assert out.shape == (3, 2, 2, 4)
+    assert torch.equal(out[0, 1], per_image[1]) and torch.isnan(out[1, 1]).all() and torch.isnan(out[2, 0]).all()
+    with pytest.raises(ValueError, match="different numbers of view slots"):
+        study_features(per_image, [[0, 1], [2]])

@@ -2,12 +2,18 @@
 
 import pytest
 import torch
-from tiny_models import tiny_model_config
+from tiny_models import tiny_dinov2_config, tiny_model_config
 from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel
 
 from model_core.artifacts import MODEL_CONFIG
 from model_core.modeling.model import ModelInputError, RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, encode_example, pad_batch
+
+
+@pytest.fixture()
+def two_view_model(tiny_tokenizer):
+    torch.manual_seed(0)
+    return RadiologyMultimodalModel(tiny_dinov2_config(), tiny_tokenizer).eval()
 
 
 def _batch(model, n=2):
@@ -46,11 +52,17 @@ def test_loss_ignores_prompt_and_image_tokens(tiny_model):
     assert (labels[0, :5] == -100).all() and (labels != -100).sum() > 3
 
 
-def test_two_views_double_the_image_tokens(tiny_model):
-    tok = tiny_model.tokenizer
-    ids, _ = encode_example(tok, "x", "FINDINGS: ok.", 2 * tiny_model.num_image_tokens)
-    out = tiny_model(images=torch.rand(1, 2, 1, 32, 32), input_ids=torch.tensor([ids]))
+def test_two_views_double_the_image_tokens(two_view_model):
+    tok = two_view_model.tokenizer
+    assert two_view_model.image_tokens_per_study == 2 * two_view_model.num_image_tokens
+    ids, _ = encode_example(tok, "x", "FINDINGS: ok.", two_view_model.image_tokens_per_study)
+    out = two_view_model(images=torch.rand(1, 2, 1, 32, 32), input_ids=torch.tensor([ids]))
     assert out.logits.shape[1] == len(ids)
+
+
+def test_one_view_model_refuses_a_second_view(tiny_model):
+    with pytest.raises(ModelInputError, match="at most 1 view"):
+        tiny_model(images=torch.rand(1, 2, 1, 32, 32))
 
 
 @pytest.mark.parametrize("images, message", [

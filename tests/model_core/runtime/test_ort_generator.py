@@ -28,6 +28,23 @@ def test_multiview_batch_matches_torch(exported, torch_model):
         assert all("XX" not in t for t in texts)
 
 
+def test_a_missing_view_matches_torch_and_a_short_study_is_padded(exported, torch_model):
+    """A study without its lateral view: NaN in that slot, or only the frontal given (K = 1 < V = 2)."""
+    torch.manual_seed(2)
+    images = torch.rand(2, 2, 1, 32, 32)
+    images[1, 1] = float("nan")
+    engine = OrtReportGenerator(exported[1], gen=GEN)
+    ref_texts, ref_logits = generate_texts(torch_model, images, CONTEXTS, GEN)
+    texts, logits = engine.generate(images.numpy(), CONTEXTS)
+    assert texts == ref_texts and np.abs(logits - ref_logits.numpy()).max() < 1e-4
+    short_tokens, short_logits = engine.encode_images(images[1:, :1].numpy())
+    full_tokens, full_logits = engine.encode_images(images[1:].numpy())
+    assert np.array_equal(short_tokens, full_tokens) and np.array_equal(short_logits, full_logits)
+    n = engine.meta["num_image_tokens"]
+    missing = torch_model.projector.missing_view.detach().numpy()
+    assert np.allclose(full_tokens[0, n:], missing, atol=1e-6)   # the masked slot reads the learned vector
+
+
 def test_int8_decoder_runs(exported):
     engine = OrtReportGenerator(exported[1], precision="int8", gen=GEN)
     images = np.random.default_rng(0).random((2, 1, 1, 32, 32), dtype=np.float32)
@@ -103,6 +120,14 @@ def test_generator_rejects_bad_input(exported, tmp_path):
         engine.generate(np.zeros((1, 1, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match="clinical contexts"):
         engine.generate(np.zeros((2, 1, 1, 32, 32), np.float32), [None])
+    with pytest.raises(ValueError, match="at most 2 view"):
+        engine.generate(np.zeros((1, 3, 1, 32, 32), np.float32))
+    partly = np.zeros((1, 2, 1, 32, 32), np.float32)
+    partly[0, 1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite pixels"):
+        engine.generate(partly)
+    with pytest.raises(ValueError, match="has no image"):
+        engine.generate(np.full((1, 2, 1, 32, 32), np.nan, np.float32))
     with pytest.raises(ValueError, match="precision"):
         OrtReportGenerator(exported[1], precision="fp8")
     with pytest.raises(ExportError, match="not an export directory"):
