@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-CONFIG ?= configs/demo.yaml
+# The pretrained DINOv2 encoder over both views (`make weights` fetches it); configs/demo.yaml: the from-scratch ViT
+CONFIG ?= configs/demo_dinov2.yaml
 OUT    ?= runs/demo
 
 .PHONY: run test install weights clean
@@ -22,7 +23,7 @@ install: $(STAMP)
 weights: $(STAMP)
 	$(PY) -m model_core.modeling.pretrained_dinov2
 
-run: $(STAMP)
+run: $(STAMP) weights
 	$(VENV)/bin/rrg pipeline run --config $(CONFIG) --out $(OUT) --summary-json $(OUT)/summary.json
 
 test: $(STAMP)

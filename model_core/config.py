@@ -101,6 +101,14 @@ class ModelConfig:
     # The detection head's probabilities (14, gradient stopped) are projected into every visual token, so the LM
     # reads what the head sees without having to learn it from the patch features of 2,700 studies.
     findings_to_lm: bool = False
+    # The detection head's findings are stated in the prompt ("Detected: cardiomegaly, pleural effusion."), so the
+    # LM writes about what the head sees (`model_core.modeling.hints`). Training states the study's labels; generation
+    # states the head's, at per-label logit thresholds the trainer chooses on validation (written here, in CheXpert
+    # order; inf = never stated): each maximises the label's F1, and for critical findings only among thresholds
+    # whose false statements stay within hint_critical_false_share of validation studies (the hallucination budget).
+    findings_hint: bool = False
+    hint_logit_thresholds: list[float] | None = None
+    hint_critical_false_share: float = 0.005
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -288,6 +296,55 @@ class MonitoringConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """The safe rollout (registry.rollout, serving.model_swap / shadow, monitoring.ab): challenger → shadow → A/B →
+    champion, with a blue-green watch and automatic rollback. Checked on construction: a bad value names its key."""
+    margin_ce_f1: float = 0.02            # champion-vs-challenger non-inferiority margins (paired bootstrap CI of
+    margin_bleu4: float = 0.01            # challenger − champion must stay above −margin)
+    mcnemar_alpha: float = 0.05           # critical-finding correctness: challenger significantly worse → fail
+    n_boot: int = 1000
+    shadow_share: float = 1.0             # share of requests mirrored to the shadow model (off the response path)
+    shadow_window_hours: float = 48.0     # the seed's shadow period
+    ab_share: float = 0.10                # studies assigned to the challenger (sticky: hash of UID + salt)
+    ab_salt: str = "rrg-ab-1"             # a new experiment gets a new salt (a new random assignment)
+    promote_alpha: float = 0.01           # promote only when a metric improves at p < this (Bonferroni-adjusted)
+    power: float = 0.8                    # for the sample sizes printed before a test
+    effect_rating: float = 0.2            # effects worth detecting: radiologist rating (points on 1–5),
+    effect_edit_distance: float = 2.0     # words edited,
+    effect_sensitivity: float = 0.05      # critical-finding sensitivity (absolute),
+    effect_turnaround_ms: float = 500.0   # turnaround time
+    watch_window_hours: float = 2.0       # blue-green: the previous champion stays warm this long after promotion
+    watch_poll_s: float = 30.0            # how often the watch (and serving's alias watcher) looks
+    rollback_review_rate_increase: float = 0.10   # watched limits: review-flag rate up by more than this,
+    rollback_p99_latency_s: float = 30.0          # P99 latency above this,
+    rollback_p99_latency_ratio: float = 2.0       # or above this many times the previous champion's, or any
+                                                  # monitoring alert → roll back
+
+    def __post_init__(self):
+        problems = []
+        for key in ("margin_ce_f1", "margin_bleu4", "rollback_review_rate_increase"):
+            if not 0 <= getattr(self, key) < 1:
+                problems.append(f"rollout.{key} must be in [0, 1), got {getattr(self, key)}")
+        for key in ("mcnemar_alpha", "promote_alpha", "power"):
+            if not 0 < getattr(self, key) < 1:
+                problems.append(f"rollout.{key} must be in (0, 1), got {getattr(self, key)}")
+        for key in ("shadow_share", "ab_share"):
+            if not 0 < getattr(self, key) <= 1:
+                problems.append(f"rollout.{key} must be in (0, 1], got {getattr(self, key)}")
+        for key in ("shadow_window_hours", "watch_window_hours", "watch_poll_s", "effect_rating",
+                    "effect_edit_distance", "effect_sensitivity", "effect_turnaround_ms", "rollback_p99_latency_s",
+                    "rollback_p99_latency_ratio"):
+            if getattr(self, key) <= 0:
+                problems.append(f"rollout.{key} must be > 0, got {getattr(self, key)}")
+        if self.n_boot < 100:
+            problems.append(f"rollout.n_boot must be ≥ 100, got {self.n_boot}")
+        if not self.ab_salt:
+            problems.append("rollout.ab_salt must not be empty")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass
 class Config:
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
@@ -299,6 +356,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

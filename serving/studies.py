@@ -60,11 +60,19 @@ def dicom_view(metadata: dict | None) -> str | None:
     return None
 
 
-def choose(views: list[str | None], max_views: int) -> list[int]:
-    """Indices of the images fed to the model: frontal ones first (PA, AP, Frontal; unknown counts as frontal)."""
+def choose(views: list[str | None], max_views: int) -> list[int | None]:
+    """The images fed to the model, as its view slots (`model_core.data.iu_xray.view_slots`, the rule training
+    and evaluation use): indices into `views`, None for a slot the study cannot fill.
+
+    One slot: the first frontal image (PA, AP, Frontal; unknown counts as frontal); a study with lateral images
+    only is refused. Two slots: [first frontal or None, first lateral or None]."""
     frontal = [i for i, v in enumerate(views) if v is None or v in FRONTAL_VIEWS]
+    lateral = [i for i, v in enumerate(views) if v is not None and v not in FRONTAL_VIEWS]
+    if max_views == 2:
+        return [frontal[0] if frontal else None, lateral[0] if lateral else None]
+    if max_views != 1:
+        raise ValueError(f"the model's view slots must be 1 or 2, got {max_views}")
     if not frontal:
-        laterals = sum(1 for v in views if v in LATERAL_VIEWS)
-        raise BadInput(f"no frontal view: the study's {laterals} image(s) are all lateral; the model "
+        raise BadInput(f"no frontal view: the study's {len(lateral)} image(s) are all lateral; the model "
                        "needs a frontal (PA, AP or Frontal) radiograph")
-    return frontal[:max_views]
+    return frontal[:1]

@@ -62,7 +62,7 @@ class ReferenceOrtGenerator:
         images = model.check_images(images)
         contexts = contexts or [None] * len(images)
         visual_tokens, label_logits = model.encode_images(images)
-        embeds, mask = model.prompt(visual_tokens, images.shape[1], contexts)
+        embeds, mask = model.prompt(visual_tokens, images.shape[1], contexts, label_logits=label_logits)
         max_new = min(self.gen.max_new_tokens, model.meta["max_positions"] - embeds.shape[1])
         num_beams = self.gen.num_beams if num_beams is None else num_beams
         if num_beams == 1:

@@ -1,5 +1,6 @@
 """The tiny model exported once per test run, shared by tests/model_core/export and tests/model_core/runtime: the
-demo's shape in miniature (a frozen tiny DINOv2 built from config over two view slots, frontal and lateral).
+demo's shape in miniature (a frozen tiny DINOv2 built from config over two view slots, frontal and lateral), with
+the findings hint (`model_core.modeling.hints`) on.
 
 Their conftest.py files import the fixtures below (pytest picks up fixtures a conftest imports).
 """
@@ -47,7 +48,11 @@ def exported(tmp_path_factory, tiny_tokenizer):
     with FileLock(str(shared / "export_tiny.lock")):
         if not (root / "export" / "export_report.json").is_file():
             torch.manual_seed(0)
-            model = RadiologyMultimodalModel(tiny_dinov2_config(), tiny_tokenizer).eval()
+            config = tiny_dinov2_config()
+            # The findings hint on, at logit 0 (p 0.5): the untrained head states different findings per study, so
+            # every parity test below also checks that ONNX Runtime builds the same hinted prompts as torch.
+            config.findings_hint, config.hint_logit_thresholds = True, [0.0] * 14
+            model = RadiologyMultimodalModel(config, tiny_tokenizer).eval()
             save_model_dir(model, root / "model")
             export_onnx(root / "model", root / "export", gen=GEN, n_check=2, latency=False, data_cfg=DATA)
     return root / "model", root / "export", json.loads((root / "export" / "export_report.json").read_text())

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT, PREDICTIONS
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, binarize
 from model_core.config import EvalConfig, GenerationConfig, build_section
-from model_core.data.images import load_images
-from model_core.data.iu_xray import group_studies, load_iu_xray
+from model_core.data.images import load_images, stack_views
+from model_core.data.iu_xray import group_studies, load_iu_xray, view_slots
 from model_core.evaluation.baseline import dataset_paths, evaluate_baseline
 from model_core.evaluation.metrics import detection_auroc, distinct_drafts, finding_naming, report_generation_metrics
 from model_core.files import atomic_write_bytes, atomic_write_text
@@ -44,49 +44,63 @@ from model_core.modeling.generation import generate_texts, structure_report
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.model_dir import load_model_dir
 from model_core.stats import bootstrap_ci, expected_calibration_error, latency_summary, sensitivity_specificity
+from model_core.training.examples import slot_features
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: GenerationConfig, batch_size: int = 8,
-                    max_views: int = 1, use_context: bool = True) -> dict:
-    """Generate one report per study. Returns study table, texts, label logits (S, 14), per-batch seconds.
+                    use_context: bool = True, feature_cache: str | None = None) -> dict:
+    """Generate one report per study from its view slots, filled exactly as in training and serving
+    (`view_slots`: frontal then lateral for a two-view model, a missing view marked, never an image twice).
 
+    Returns the study table, texts, label logits (S, 14), per-batch seconds and "study_pixels" (S, V, 1, H, W).
+    feature_cache: a frozen encoder's on-disk cache (the training run's); the features are then read from it
+    rather than recomputed (same weights, same image bytes, same size: the cache's key).
     use_context=False prompts with the instruction alone (the clinical-context ablation)."""
     studies = group_studies(dataset)
+    slots = [view_slots(s, model.num_views) for s in studies]
     pixels = load_images(dataset["images"], model.image_size, "evaluation")
+    study_pixels = torch.stack([stack_views([pixels[r] if r is not None else None for r in slot], model.image_size)
+                                for slot in slots])
+    features = None
+    if feature_cache and model.config.vision.freeze:
+        features = slot_features(model, list(dataset["images"]), slots, feature_cache, batch_size)
     texts, logits, batch_seconds = [], [], []
     for start in tqdm(range(0, len(studies), batch_size), desc="generate", leave=False, disable=None):
-        chunk = studies[start:start + batch_size]
-        images = torch.stack([pixels[s["rows"][:max_views]] for s in chunk])  # (B, K, 1, H, W)
+        chunk = slice(start, start + batch_size)
         t0 = time.perf_counter()
-        contexts = [s["metadata"] if use_context else None for s in chunk]
-        out_texts, out_logits = generate_texts(model, images, contexts, gen)
-        batch_seconds.append((time.perf_counter() - t0, len(chunk)))
+        contexts = [s["metadata"] if use_context else None for s in studies[chunk]]
+        if features is not None:
+            out_texts, out_logits = generate_texts(model, None, contexts, gen, vision_features=features[chunk])
+        else:
+            out_texts, out_logits = generate_texts(model, study_pixels[chunk], contexts, gen)
+        batch_seconds.append((time.perf_counter() - t0, len(out_texts)))
         texts += out_texts
         logits.append(out_logits)
     return {"studies": studies, "texts": texts, "logits": torch.cat(logits).numpy(), "batch_seconds": batch_seconds,
-            "pixels": pixels}
+            "study_pixels": study_pixels}
 
 
 @torch.no_grad()
-def measure_latency(model: RadiologyMultimodalModel, pixels: torch.Tensor, gen: GenerationConfig,
+def measure_latency(model: RadiologyMultimodalModel, study_pixels: torch.Tensor, gen: GenerationConfig,
                     n_single: int = 20, n_batches: int = 3) -> dict:
-    """Wall time per report of the torch model: batch 1 (n_single reports) and batch 8 (n_batches batches;
-    per-report = batch/8), each summarized by `model_core.stats.latency_summary`."""
+    """Wall time per report of the torch model, encoder included, on studies' view slots (S, V, 1, H, W) as
+    served: batch 1 (n_single reports) and batch 8 (n_batches batches; per-report = batch/8), each summarized
+    by `model_core.stats.latency_summary`."""
     single = []
-    for i in range(min(n_single, len(pixels))):
+    for i in range(min(n_single, len(study_pixels))):
         t0 = time.perf_counter()
-        generate_texts(model, pixels[i:i + 1].unsqueeze(1), None, gen)
+        generate_texts(model, study_pixels[i:i + 1], None, gen)
         single.append(1000 * (time.perf_counter() - t0))
     batched = []
     for b in range(n_batches):
-        chunk = pixels[(b * 8) % max(len(pixels) - 8, 1):][:8]
+        chunk = study_pixels[(b * 8) % max(len(study_pixels) - 8, 1):][:8]
         t0 = time.perf_counter()
-        generate_texts(model, chunk.unsqueeze(1), None, gen)
+        generate_texts(model, chunk, None, gen)
         batched.append(1000 * (time.perf_counter() - t0) / len(chunk))
-    return {"num_beams": gen.num_beams, "threads": torch.get_num_threads(),
+    return {"num_beams": gen.num_beams, "threads": torch.get_num_threads(), "views": int(study_pixels.shape[1]),
             "batch_1": latency_summary(single), "batch_8_per_report": latency_summary(batched)}
 
 
@@ -157,12 +171,13 @@ def radgraph_f1(references: list[str], hypotheses: list[str]) -> dict | str:
 def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detection: dict | None = None,
                    gen: GenerationConfig | None = None, eval_cfg: EvalConfig | None = None,
                    out_dir: str | Path | None = None, baseline_metrics: dict | None = None,
-                   latency: bool = True) -> dict:
-    """Score the model on a loaded test set; with out_dir, write metrics.json, predictions.jsonl and plots."""
+                   latency: bool = True, feature_cache: str | None = None) -> dict:
+    """Score the model on a loaded test set; with out_dir, write metrics.json, predictions.jsonl and plots.
+    feature_cache: a frozen encoder's feature cache (`predict_studies`)."""
     gen, eval_cfg = gen or GenerationConfig(), eval_cfg or EvalConfig()
     detection = detection or {"temperature": 1.0, "thresholds": {}}
     started = time.perf_counter()
-    pred = predict_studies(model, test_dataset, gen)
+    pred = predict_studies(model, test_dataset, gen, feature_cache=feature_cache)
     studies, texts = pred["studies"], pred["texts"]
     temperature = float(detection.get("temperature", 1.0))
     probs = 1 / (1 + np.exp(-pred["logits"] / temperature))
@@ -200,7 +215,7 @@ def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detectio
     metrics["generation"] = {"num_beams": gen.num_beams, "eval_batch_size": 8,
                              "mean_ms_per_report": 1000 * generation_seconds / max(len(texts), 1)}
     if latency:
-        metrics["latency"] = measure_latency(model, pred["pixels"], gen)
+        metrics["latency"] = measure_latency(model, pred["study_pixels"], gen)
     metrics["summary"] = _summary(metrics)
     if baseline_metrics is not None:
         metrics["baseline"] = baseline_metrics.get("summary", baseline_metrics)
@@ -291,8 +306,10 @@ def evaluate_model_dir(model_dir: str | Path, manifest: str | Path | None, image
         gen = build_section(GenerationConfig, saved.get("generation", {}), "generation.")
     dataset = load_iu_xray(root=images_root, split=split, views=("Frontal", "Lateral"), manifest=manifest,
                            image_size=model.image_size, limit_studies=limit_studies)
+    # The training run's feature cache (keyed by weights, image bytes and size) spares re-encoding the images.
+    feature_cache = saved.get("train", {}).get("feature_cache")
     metrics = evaluate_model(model, dataset, detection, gen, eval_cfg, out_dir=out_dir,
-                             baseline_metrics=baseline_metrics)
+                             baseline_metrics=baseline_metrics, feature_cache=feature_cache)
     metrics["model_dir"], metrics["split"] = str(model_dir), split
     atomic_write_text(Path(out_dir) / METRICS, json.dumps(metrics, indent=2, default=float))
     return metrics

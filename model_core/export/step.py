@@ -113,6 +113,8 @@ def _export_config(model, gen: GenerationConfig, exporters: dict, opset: int, qu
         "format_version": EXPORT_FORMAT_VERSION,
         "image_size": model.image_size, "image_channels": 1, "num_image_tokens": model.num_image_tokens,
         "views": model.num_views,
+        # the findings hint (model_core.modeling.hints): raw-logit thresholds, or null when the prompt states none
+        "hint_logit_thresholds": model.config.hint_logit_thresholds if model.config.findings_hint else None,
         "image_token_id": model.image_token_id, "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
         "max_positions": int(model.max_positions), **decoder_layout(model.language_model),

@@ -20,6 +20,7 @@ from model_core.data.reports import split_sections
 from model_core.labels.aggregate import mentioned_labels
 from model_core.labels.labeler import find_mentions
 from model_core.labels.targets import NO_FINDING, OTHER
+from model_core.modeling.hints import hinted_findings
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
 
@@ -131,8 +132,11 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
     if len(contexts) != batch:
         raise ValueError(f"{len(contexts)} clinical contexts for a batch of {batch} studies")
     tok = model.tokenizer
-    prefixes = [encode_example(tok, build_prompt(c, question), None, views * model.num_image_tokens)[0]
-                for c in contexts]
+    label_logits = model.detect(vision_features)
+    findings = (hinted_findings(label_logits.detach().cpu().numpy(), model.config.hint_logit_thresholds)
+                if model.config.findings_hint else [None] * batch)
+    prefixes = [encode_example(tok, build_prompt(c, question, f), None, views * model.num_image_tokens)[0]
+                for c, f in zip(contexts, findings)]
     ids, mask = pad_batch(prefixes, tok.pad_token_id, left=True)
     embeds = model.merge_image_embeddings(vision_features, ids)
     if not hasattr(model, "_bad_words_cache"):
@@ -151,7 +155,7 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
     )
     # With inputs_embeds only, generate returns just the new tokens.
     texts = [clean_text(t) for t in tok.batch_decode(out, skip_special_tokens=True)]
-    return texts, model.detect(vision_features)
+    return texts, label_logits
 
 
 def _sentence_statements(sentence: str) -> tuple[dict[str, float], bool, list[str]]:

@@ -92,11 +92,19 @@ class MultimodalProjector(nn.Module):
             nn.init.zeros_(self.findings.weight)   # starts as the plain projector
             nn.init.zeros_(self.findings.bias)
 
-    def forward(self, z_v: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(z_v)))
+    def forward(self, z_v: torch.Tensor | None = None, present: torch.Tensor | None = None, *,
+                squared_norm: bool = False) -> torch.Tensor:
+        """Visual tokens of z_v (…, d_v) → (…, d_l), `missing_view` where `present` (broadcastable, bool) is False;
+        with squared_norm=True, ‖θ_proj‖² instead. Both are computed inside forward: DeepSpeed ZeRO-3 gathers a
+        module's sharded weights only around its own forward and backward (the trainer registers the layers'
+        weights with this module for that)."""
+        if squared_norm:
+            return sum(p.pow(2).sum() for p in self.parameters())
+        tokens = self.linear_2(self.act(self.linear_1(z_v)))
+        return tokens if present is None else torch.where(present, tokens, self.missing_view)
 
     def l2(self) -> torch.Tensor:
-        return sum(p.pow(2).sum() for p in self.parameters())
+        return self(squared_norm=True)
 
 
 def views_present(x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +283,7 @@ class RadiologyMultimodalModel(nn.Module):
         """(B, V, 1 + N, d_v) → the LM's visual tokens (B, V·N, d_l); a missing view's tokens are `missing_view`."""
         present = views_present(vision_features)[..., None, None]                     # (B, V, 1, 1)
         patches = torch.where(present, vision_features[:, :, 1:], 0.0)
-        tokens = torch.where(present, self.projector(patches), self.projector.missing_view)
+        tokens = self.projector(patches, present)
         if self.projector.findings is not None:
             # Gradient stopped: the report loss must not pull the head away from its labels and calibration.
             probs = torch.sigmoid(self.detect(vision_features)).detach()

@@ -110,8 +110,10 @@ def prompt_context(clinical_context: dict | None) -> dict:
             "has_prior": has_prior}
 
 
-def build_prompt(clinical_context: dict | None = None, question: str | None = None) -> str:
-    """Instruction (or a free-text question, VQA-style) plus the clinical context that is present.
+def build_prompt(clinical_context: dict | None = None, question: str | None = None,
+                 findings: list[str] | None = None) -> str:
+    """Instruction (or a free-text question, VQA-style) plus the clinical context that is present, plus the findings
+    hint when given (`model_core.modeling.hints`; [] states "Detected: none.").
 
     "Write the findings and impression of this chest radiograph. Sex: F. Prior study: none. Indication: chest pain."
     Prior-study dates are not stated (calendar dates are PHI, and IU masks all of them: a model trained on IU has
@@ -125,6 +127,8 @@ def build_prompt(clinical_context: dict | None = None, question: str | None = No
         parts.append(f"Sex: {ctx['sex']}.")
     if ctx["has_prior"] is not None:
         parts.append(f"Prior study: {'yes' if ctx['has_prior'] else 'none'}.")
+    if findings is not None:
+        parts.append(f"Detected: {', '.join(findings) or 'none'}.")
     if ctx["indication"]:  # last: the longest part, the one `encode_example` truncates
         parts.append(f"Indication: {ctx['indication']}.")
     return " ".join(parts)

@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerFast
 from model_core.artifacts import PRESENT_PREFIX, TOKENIZER_DIR, past_names
 from model_core.config import GenerationConfig, build_section
 from model_core.modeling.generation import _bad_words_ids
+from model_core.modeling.hints import hinted_findings
 from model_core.modeling.model import ModelInputError
 from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
 from model_core.runtime.decoding import apply_logits_processors, log_softmax, prompt_positions, top_k_stable
@@ -130,12 +131,18 @@ class OrtReportGenerator:
         logits, *present = self.decoder.run(self.outputs, feed)
         return logits, present
 
-    def prompt(self, visual_tokens: np.ndarray, views: int, clinical_contexts, question: str | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Left-padded prompt embeddings (B, T, d_l) with the visual tokens in the <image> slots, and mask (B, T)."""
+    def prompt(self, visual_tokens: np.ndarray, views: int, clinical_contexts, question: str | None = None,
+               label_logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Left-padded prompt embeddings (B, T, d_l) with the visual tokens in the <image> slots, and mask (B, T).
+        label_logits (B, 14): the head's, for the findings hint of an export that states findings."""
         tok = self.tokenizer
-        prefixes = [encode_example(tok, build_prompt(c, question), None, views * self.meta["num_image_tokens"])[0]
-                    for c in clinical_contexts]
+        findings = [None] * len(clinical_contexts)
+        if self.meta.get("hint_logit_thresholds") is not None:
+            if label_logits is None:
+                raise ValueError("this export states the head's findings in the prompt: pass label_logits")
+            findings = hinted_findings(label_logits, self.meta["hint_logit_thresholds"])
+        prefixes = [encode_example(tok, build_prompt(c, question, f), None, views * self.meta["num_image_tokens"])[0]
+                    for c, f in zip(clinical_contexts, findings)]
         ids, mask = (t.numpy() for t in pad_batch(prefixes, tok.pad_token_id, left=True))
         embeds = self.embed[ids]
         slots = ids == self.meta["image_token_id"]
@@ -185,7 +192,7 @@ class OrtReportGenerator:
         if num_beams < 1:
             raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
         visual_tokens, label_logits = self.encode_images(images)
-        embeds, mask = self.prompt(visual_tokens, images.shape[1], contexts, question)
+        embeds, mask = self.prompt(visual_tokens, images.shape[1], contexts, question, label_logits)
         max_new = min(self.gen.max_new_tokens if max_new_tokens is None else max_new_tokens,
                       self.meta["max_positions"] - embeds.shape[1])
         if max_new <= 0:

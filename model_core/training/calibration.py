@@ -68,3 +68,35 @@ def operating_thresholds(probs: np.ndarray, targets: np.ndarray, target_sensitiv
                 best_t, best_f1 = float(t), f1
         thresholds[label], rule[label] = best_t, f"max validation F1 ({best_f1:.3f})"
     return {"thresholds": thresholds, "rule": rule}
+
+
+def hint_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share: float = 0.005) -> dict:
+    """Probability thresholds at which the findings hint (`model_core.modeling.hints`) states each label, chosen on
+    validation probabilities (N, 14) and 0/1 targets: max F1 (ties: the highest threshold, the fewer statements);
+    for critical findings only among thresholds whose false statements (negatives at or above it) are at most
+    `critical_false_share` of the studies, so the drafts' critical-finding hallucinations stay within budget.
+    No Finding, labels without validation positives, and labels where no threshold qualifies: 1.0 (never stated).
+    Returns {"thresholds": {label: t}, "rule": {label: how it was chosen}}.
+    """
+    thresholds, rule = {}, {}
+    n = len(targets)
+    for k, label in enumerate(CHEXPERT_LABELS):
+        y, p = targets[:, k].astype(int), probs[:, k]
+        if label == "No Finding" or y.sum() == 0:
+            thresholds[label], rule[label] = 1.0, "never stated: " + ("no validation positives" if y.sum() == 0
+                                                                       else "'Detected: none' says it")
+            continue
+        best_t, best_f1 = 1.0, 0.0
+        for t in np.unique(p)[::-1]:
+            pred = p >= t
+            if label in CRITICAL_FINDINGS and (pred & (y == 0)).sum() > critical_false_share * n:
+                break                  # lower thresholds only add false statements
+            tp = float((pred & (y == 1)).sum())
+            f1 = 2 * tp / (pred.sum() + y.sum())
+            if f1 > best_f1:
+                best_t, best_f1 = float(t), f1
+        limit = f", false statements ≤ {critical_false_share:.1%} of studies" if label in CRITICAL_FINDINGS else ""
+        thresholds[label] = best_t
+        rule[label] = (f"max validation F1 ({best_f1:.3f}{limit})" if best_f1 > 0
+                       else f"never stated: no threshold with F1 > 0{limit}")
+    return {"thresholds": thresholds, "rule": rule}

@@ -25,6 +25,7 @@ from model_core.config import TrainConfig, resolve_path
 from model_core.data.images import load_images, missing_view
 from model_core.data.iu_xray import group_studies, view_slots
 from model_core.modeling.feature_cache import encode_image_files, model_feature_cache, study_features
+from model_core.modeling.hints import names_of
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, clean_target, encode_example
 
@@ -92,8 +93,11 @@ def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainCon
     input_ids, labels, report_ids, targets, slots, ids = [], [], [], [], [], []
     for study in group_studies(dataset):
         report = clean_target(study["report"])
-        prompt_ids, lab = encode_example(tok, build_prompt(study["metadata"]), report, model.image_tokens_per_study,
-                                         cfg.max_report_tokens)
+        # the findings hint states the study's own labels in training (the head's at generation)
+        findings = (names_of(binarize(np.asarray(study["labels"])[None], cfg.uncertain_policy)[0])
+                    if model.config.findings_hint else None)
+        prompt_ids, lab = encode_example(tok, build_prompt(study["metadata"], findings=findings), report,
+                                         model.image_tokens_per_study, cfg.max_report_tokens)
         input_ids.append(prompt_ids)
         labels.append(lab)
         report_tokens = tok.encode(" " + report, add_special_tokens=False)[:cfg.max_report_tokens]
@@ -106,10 +110,11 @@ def build_examples(model: RadiologyMultimodalModel, dataset: dict, cfg: TrainCon
 
 
 @torch.no_grad()
-def features_from_pixels(model: RadiologyMultimodalModel, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Frozen-encoder features of pixel slots (S, V, 1, H, W) → (S, V, 1 + N, d_v), in memory (an encoder
-    trained in this run has no stable weights to key a disk cache by)."""
+def features_from_pixels(model: RadiologyMultimodalModel, pixels: torch.Tensor, batch_size: int,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+    """Frozen-encoder features of pixel slots (S, V, 1, H, W) → (S, V, 1 + N, d_v), in host memory (an encoder
+    trained in this run has no stable weights to key a disk cache by). device: where the model lives."""
     model.encoder.eval()
-    out = [model.encode_images(pixels[i:i + batch_size]) for i in
+    out = [model.encode_images(pixels[i:i + batch_size].to(device)).cpu() for i in
            tqdm(range(0, len(pixels), batch_size), desc="cache encoder features", leave=False, disable=None)]
     return torch.cat(out)

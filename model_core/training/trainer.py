@@ -32,10 +32,13 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from model_core.artifacts import CHECKPOINTS_DIR, LAST_CHECKPOINT
+from model_core.chexpert import CHEXPERT_LABELS
 from model_core.config import TrainConfig, resolve_path
 from model_core.data.iu_xray import load_split
+from model_core.modeling.hints import logit_threshold
 from model_core.modeling.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
 from model_core.modeling.model_dir import save_model_dir
+from model_core.modeling.reference import build_reference_stats
 from model_core.modeling.tokenizer import (
     clean_target,
     pad_batch,
@@ -44,9 +47,10 @@ from model_core.modeling.tokenizer import (
 )
 from model_core.modeling.vision import encoder_card
 from model_core.provenance import collect_provenance, version_string
+from model_core.sbom import write_sbom
 from model_core.stats import expected_calibration_error
 from model_core.training import distributed
-from model_core.training.calibration import fit_temperature, operating_thresholds
+from model_core.training.calibration import fit_temperature, hint_thresholds, operating_thresholds
 from model_core.training.examples import Examples, build_examples, features_from_pixels, study_view_features
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,7 @@ class _Backend:
         scheduler = get_cosine_schedule_with_warmup(
             optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=max(total_steps, 1))
         self.amp_dtype = _amp_dtype(cfg.precision)
+        self._plain_attributes = {id(p): set(vars(p)) for p in model.parameters()}
         if ds_config is not None:
             try:
                 self.engine = _deepspeed_engine(model, optimizer, scheduler, ds_config, cfg)
@@ -121,9 +126,35 @@ class _Backend:
             self.optimizer.zero_grad(set_to_none=True)
 
     def close(self) -> None:
-        """Release DeepSpeed's gradient hooks so the next stage's engine owns the parameters alone."""
-        if self.engine is not None:
+        """Release DeepSpeed's gradient hooks so the next stage's engine owns the parameters alone. Under ZeRO-3
+        each rank holds only its shard of every parameter: they are gathered whole first, and the parameters
+        become ordinary tensors again (for the next stage's engine, the weight check and the saved model)."""
+        if self.engine is None:
+            return
+        if self.engine.zero_optimization_stage() != 3:
             self.engine.destroy()
+            return
+        import deepspeed  # the engine exists, so DeepSpeed imports; imported here like `_deepspeed_engine` does
+
+        params = list(self.model.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            whole = [p.data.detach().clone() for p in params]
+        self.engine.destroy()
+        for p, data in zip(params, whole):
+            p.data = data
+            for name in set(vars(p)) - self._plain_attributes.get(id(p), set()):
+                delattr(p, name)        # ZeRO-3's bookkeeping (ds_id, ds_tensor, all_gather, ...)
+        for name in ("_external_params", "ds_external_parameters", "all_parameters"):
+            self.model.projector.__dict__.pop(name, None)    # `_deepspeed_engine`'s external-parameter registration
+
+    def model_state_dict(self) -> dict:
+        """The model's whole weights (ZeRO-3: gathered from every rank's shard; a collective call)."""
+        if self.engine is None or self.engine.zero_optimization_stage() != 3:
+            return self.model.state_dict()
+        import deepspeed  # see close()
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def lr(self) -> float:
         if self.engine is not None:
@@ -189,6 +220,12 @@ def _deepspeed_engine(model, optimizer, scheduler, ds_config: dict, cfg: TrainCo
     # plain-PyTorch fallback of `_Backend`, not in an import error of this module.
     import deepspeed
 
+    if ds_config.get("zero_optimization", {}).get("stage") == 3:
+        # ZeRO-3 gathers a module's weights only around its own forward and backward; the projector reads its
+        # layers' weights itself for ‖θ_proj‖² (`MultimodalProjector.forward(squared_norm=True)`).
+        for name, param in model.projector.named_parameters():
+            if "." in name:
+                deepspeed.zero.register_external_parameter(model.projector, param)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     return engine
 
@@ -263,6 +300,8 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
         for split in features:
             features[split] = examples[split].features(model, cfg.feature_cache, cfg.batch_size)
 
+    device = training_device()
+    model.to(device)   # features and pixels stay on the host; each batch moves to the device (`_StageRunner`)
     epochs_this_call = 0
     for stage in plan_stages(model, cfg):
         stage_cfg = getattr(cfg, stage)
@@ -277,8 +316,8 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
                     continue
         trainable = model.set_trainable(stage)
         if stage in ("stage1", "stage2") and cfg.cache_features and features["train"] is None:
-            features["train"] = features_from_pixels(model, get_pixels("train"), cfg.batch_size)
-            features["val"] = features_from_pixels(model, get_pixels("val"), cfg.batch_size)
+            features["train"] = features_from_pixels(model, get_pixels("train"), cfg.batch_size, device)
+            features["val"] = features_from_pixels(model, get_pixels("val"), cfg.batch_size, device)
         params = [p for p in model.parameters() if p.requires_grad]
         steps_per_epoch = math.ceil(len(examples["train"]) / cfg.batch_size / cfg.grad_accum_steps)
         backend = _Backend(model, params, stage_cfg, cfg, steps_per_epoch * stage_cfg.epochs, ds_config)
@@ -309,7 +348,15 @@ def train_two_stage(model: RadiologyMultimodalModel, train_dataset: dict, val_da
     model.merge_lora()
     model.requires_grad_(False)
     model.eval()
+    model.cpu()   # calibration, reference statistics and the model directory work on the host
     return history
+
+
+def training_device() -> torch.device:
+    """This process's accelerator (its LOCAL_RANK's GPU in a multi-GPU run), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _fmt(terms: dict) -> str:
@@ -318,11 +365,12 @@ def _fmt(terms: dict) -> str:
 
 def _save_checkpoint(path: Path, model, stage: str, epoch: int, backend: _Backend, history: dict) -> None:
     backend_state = backend.state_dict()          # every rank: it gathers ZeRO's per-rank optimizer state
+    weights = backend.model_state_dict()          # every rank: ZeRO-3 gathers the parameter shards
     if not distributed.is_main_process():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "stage": stage, "epoch": epoch, "backend": backend_state,
+    torch.save({"model": weights, "stage": stage, "epoch": epoch, "backend": backend_state,
                 "rng": torch.get_rng_state(), "history": history}, tmp)
     os.replace(tmp, path)
 
@@ -335,6 +383,7 @@ class _StageRunner:
         self.examples = examples
         self.get_pixels, self.features = get_pixels, features
         self.module = backend.engine if backend.engine is not None else model
+        self.device = backend.engine.device if backend.engine is not None else next(model.parameters()).device
 
     def run_epoch(self, split: str, epoch: int) -> dict:
         training = split == "train"
@@ -365,15 +414,16 @@ class _StageRunner:
     def _forward(self, split: str, idx: torch.Tensor) -> ModelOutput:
         ex = self.examples[split]
         amp = self.backend.amp_dtype
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
+        on = self._on_device
+        with torch.autocast(device_type=self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             if self.stage == "stage0_encoder":
                 if self.features[split] is not None:      # a frozen encoder: the detection head on its features
-                    return self.module(vision_features=self.features[split][idx],
-                                       finding_labels=ex.finding_labels[idx])
-                return self.module(images=self.get_pixels(split)[idx], finding_labels=ex.finding_labels[idx])
+                    return self.module(vision_features=on(self.features[split][idx]),
+                                       finding_labels=on(ex.finding_labels[idx]))
+                return self.module(images=on(self.get_pixels(split)[idx]), finding_labels=on(ex.finding_labels[idx]))
             if self.stage == "stage0_lm":
                 ids, mask = pad_batch([ex.report_ids[i] for i in idx], self.model.tokenizer.pad_token_id)
+                ids, mask = on(ids), on(mask)
                 labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
                 logits = self.model.language_model(input_ids=ids, attention_mask=mask).logits
                 loss = torch.nn.functional.cross_entropy(
@@ -387,7 +437,11 @@ class _StageRunner:
                 kwargs["vision_features"] = self.features[split][idx]
             else:
                 kwargs["images"] = self.get_pixels(split)[idx]
-            return self.module(**kwargs)
+            return self.module(**{k: on(v) for k, v in kwargs.items()})
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host batch on the training device (a no-op on CPU)."""
+        return tensor.to(self.device, non_blocking=True)
 
 
 # --------------------------------------------------------------------------- the `rrg train` job
@@ -439,6 +493,11 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
     operating = operating_thresholds(val_probs, val_targets, cfg.gate.operating_point_sensitivity)
     detection = {"temperature": calibration["temperature"], "calibration": calibration,
                  "val_ece": expected_calibration_error(val_probs, val_targets), **operating}
+    if model.config.findings_hint:   # the prompt's findings: thresholds chosen on validation, kept with the model
+        hints = hint_thresholds(val_probs, val_targets, model.config.hint_critical_false_share)
+        model.config.hint_logit_thresholds = [logit_threshold(hints["thresholds"][label], calibration["temperature"])
+                                              for label in CHEXPERT_LABELS]
+        detection["hint"] = hints
     provenance = collect_provenance()
     card = {
         "name": cfg.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -450,10 +509,15 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
         "distributed": {"world_size": len(weights_per_rank), "weights_sha256": weights_per_rank},
         "provenance": provenance,
     }
+    # Written before the model card (which `save_model_dir` moves in last and marks the directory complete):
+    # the monitors' reference (held-out test studies' embeddings and calibrated probabilities; the PCA fitted
+    # on validation studies, kept out of the reference) and the training environment's SBOM (the packet's PCCP
+    # verdict needs it).
+    build_reference_stats(model, load_split(cfg.data, "test"), out, detection=detection, fit_ds=val_ds,
+                          max_reference=cfg.monitoring.max_reference, pca_components=cfg.monitoring.pca_components,
+                          feature_cache=cfg.train.feature_cache, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    write_sbom(out, cfg.data)
     save_model_dir(model, out, card=card, run_config=cfg.to_dict(), detection=detection, history=history)
-    # Monitoring reference statistics belong here, once the model directory is complete: the frozen encoder's
-    # validation features and the calibrated validation probabilities are at hand (`study_view_features(model,
-    # val_ds, cfg.train.feature_cache)`, `val_probs`); the writer comes from the monitoring work (H11).
     log.info("model directory written: %s (%.0f s)", out, card["training_seconds"])
     return out
 

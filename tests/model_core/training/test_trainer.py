@@ -6,13 +6,14 @@ import pytest
 import torch
 from tiny_models import SMOKE, tiny_model_config, tiny_train_config
 
-from model_core.artifacts import CHECKPOINTS_DIR, HISTORY, LAST_CHECKPOINT, MODEL_CARD
+from model_core.artifacts import CHECKPOINTS_DIR, HISTORY, LAST_CHECKPOINT, MODEL_CARD, REFERENCE_SUMMARY
 from model_core.chexpert import CHEXPERT_LABELS
 from model_core.config import LoraConfig, StageConfig, load_config
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.model_dir import load_model_dir
 from model_core.modeling.tokenizer import build_prompt, encode_example
 from model_core.provenance import collect_provenance, version_string
+from model_core.sbom import read_sbom
 from model_core.training.trainer import StopTraining, plan_stages, train_report_model, train_two_stage
 
 
@@ -127,3 +128,7 @@ def test_train_report_model_writes_a_complete_directory_with_provenance(tmp_path
     model, detection, saved = load_model_dir(model_dir)
     assert set(detection["thresholds"]) == set(CHEXPERT_LABELS) and saved["name"] == "smoke"
     assert (model_dir / HISTORY).is_file() and (model_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT).is_file()
+    # written at training, before the card: the monitors' reference (held-out test studies) and the SBOM
+    reference = json.loads((model_dir / REFERENCE_SUMMARY).read_text())
+    assert reference["source"] == "test split" and reference["n_reference"] == 8 and reference["n_fit"] == 8
+    assert read_sbom(model_dir)["components"]
