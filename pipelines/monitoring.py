@@ -14,6 +14,7 @@ The DAG has one step (`components.monitoring.monitoring_cycle`); on a cluster it
 trigger ledger (cooldown and idempotency must outlive the pod) and reads credentials from Kubernetes secrets.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from model_core.config import Config
 from monitoring.cycle import run_cycle
 from monitoring.launch import ClusterLauncher, open_linked_run
 from monitoring.model_source import resolve_model
+from monitoring.retrain_data import retraining_data
 from monitoring.trigger import LaunchResult, RetrainRequest
 from pipelines.cluster import compile_pipeline, component_image
 from pipelines.local import run_pipeline
@@ -58,8 +60,10 @@ class LocalRetrainLauncher:
             os.environ["MLFLOW_TRACKING_URI"] = uri       # run_pipeline then uses this server, not one of its own
             trigger_run = open_linked_run(uri, request, f"monitoring-trigger-{request.idempotency_key[:12]}")
             try:
-                summary = run_pipeline(self.cfg, self.out, model_name=self.model_name,
-                                       summary_json=self.out / "summary.json")
+                # the base dataset plus every radiologist-validated study exported so far (its test split unchanged)
+                data_cfg, data_summary = retraining_data(self.cfg, self.out / "retrain-data")
+                summary = run_pipeline(dataclasses.replace(self.cfg, data=data_cfg), self.out,
+                                       model_name=self.model_name, summary_json=self.out / "summary.json")
             except BaseException:
                 tracking.set_tags(uri, trigger_run, {"retrain.status": "FAILED"})
                 tracking.end_run(uri, trigger_run, "FAILED")
@@ -70,7 +74,9 @@ class LocalRetrainLauncher:
                 else:
                     os.environ["MLFLOW_TRACKING_URI"] = previous
             run_id = summary["mlflow_run_id"]
-            tracking.set_tags(uri, run_id, {**request.run_tags(), "trigger.mlflow_run_id": trigger_run})
+            tracking.set_tags(uri, run_id, {**request.run_tags(), "trigger.mlflow_run_id": trigger_run,
+                                            "retrain.validated_versions": ",".join(data_summary["validated_versions"])
+                                            or "none"})
             tracking.log_params(uri, run_id, {"trigger": {"reason": ",".join(request.reasons),
                                                           "idempotency_key": request.idempotency_key}})
             if request.drift_report and Path(request.drift_report).is_file():
@@ -81,7 +87,7 @@ class LocalRetrainLauncher:
             tracking.end_run(uri, trigger_run, "FINISHED")
         return LaunchResult("local", run_id, "finished", run_id,
                             {"trigger_mlflow_run_id": trigger_run, "registered": registered,
-                             "summary": str(self.out / "summary.json")})
+                             "summary": str(self.out / "summary.json"), "data": data_summary})
 
 
 def run_monitoring_cycle(cfg: Config, model_dir: str, out_dir: str | os.PathLike, *,

@@ -41,4 +41,5 @@ def test_the_two_images_differ_only_where_the_hardware_does():
     assert _torch_index(cuda) == f"cu{major}{minor}"
     assert "TORCH_EXTENSIONS_DIR=/tmp/" in cuda          # DeepSpeed's JIT ops, built as user 1000 without a home
     for text in (cpu, cuda):
-        assert "pip install ." in text and re.search(r"^USER 1000$", text, flags=re.MULTILINE)
+        # the project with its production prediction-log driver (the `postgres` extra: psycopg)
+        assert "pip install '.[postgres]'" in text and re.search(r"^USER 1000$", text, flags=re.MULTILINE)
