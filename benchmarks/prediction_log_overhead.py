@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="rrg-bench-") as tmp:
         tmp = Path(tmp)
         model_dir, kind = resolve_model_dir(args.model_dir, tmp, args.size)
-        model = load_model(model_dir, allow_export_at_startup=True)
+        # a benchmark of a demo model (the gate rejects it), never serving patients: the development flag
+        model = load_model(model_dir, allow_export_at_startup=True, allow_ungated_model=True)
         common = dict(model=model, tokens=TOKEN, audit_log=tmp / "audit.jsonl", max_wait_ms=args.max_wait_ms)
         apps = {
             "logging on": create_app(report_store=tmp / "on.sqlite3", prediction_log=str(tmp / "predictions.sqlite3"),

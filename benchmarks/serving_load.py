@@ -57,7 +57,8 @@ def start_server(model_dir: Path, port: int, token: str, workdir: Path, backend:
     code = ("import sys; from serving.app import serve; "
             f"serve({str(model_dir)!r}, host={HOST!r}, port={port}, audit_log={str(workdir / 'audit.jsonl')!r}, "
             f"report_store={str(workdir / 'reports.sqlite3')!r}, "
-            f"backend={backend!r}, allow_export_at_startup=True, log_level='warning')")
+            f"backend={backend!r}, allow_export_at_startup=True, allow_ungated_model=True, "
+            "log_level='warning')")   # a benchmark of the demo model: the development flag
     env = {**os.environ, "RRG_API_TOKENS": f"{token}:report.write+report.read",
            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("RRG_PACS_URL", None)

@@ -23,7 +23,7 @@ VENV=${TRITON_VENV:-$REPO/.venv-triton}
 PY=/usr/bin/python3.11
 LOCK=${TMPDIR:-/tmp}/install_triton.lock
 # The project's runtime packages the served model imports (pins taken from pyproject.toml).
-RUNTIME_PACKAGES=(torch numpy scipy pandas Pillow PyYAML tqdm transformers tokenizers onnx onnxruntime onnxscript protobuf)
+RUNTIME_PACKAGES=(torch numpy scipy pandas Pillow PyYAML tqdm transformers tokenizers onnx onnxruntime onnxscript protobuf cryptography)
 
 KEY=$(cat "${BASH_SOURCE[0]}" "$REPO/pyproject.toml" | sha256sum | cut -c1-12)
 STAMP=$VENV/.installed-$KEY

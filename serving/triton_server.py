@@ -117,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-export-at-startup", action="store_true",
                         help="development only: export the model to ONNX when it has no export (the pipeline's "
                              "export step makes it in production)")
+    parser.add_argument("--gate-record", default=None,
+                        help="directory of the model's signed gate decision (default: <model>/gate/)")
+    parser.add_argument("--allow-ungated-model", action="store_true",
+                        help="development only: serve a model without a passing signed gate decision (logged)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     loaded = load_model(args.model, backend=args.backend, precision=args.precision, threads=args.threads,
-                        allow_export_at_startup=args.allow_export_at_startup)
+                        allow_export_at_startup=args.allow_export_at_startup, gate_record=args.gate_record,
+                        allow_ungated_model=args.allow_ungated_model)
     log.info("loaded %s (version %s, %s backend) in %.1f s", loaded.source, loaded.version, loaded.backend.name,
              time.perf_counter() - started)
     serve_with_pytriton(loaded.backend, args.model_name, args.http_port, args.grpc_port, args.metrics_port,

@@ -37,6 +37,7 @@ import torch
 
 from model_core.artifacts import EXPORT_CONFIG, MODEL_CARD
 from model_core.config import GenerationConfig
+from model_core.evaluation.gate_record import RECORD_DIR
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class ResolvedSource:
     model_dir: Path
     version: str
     export_dirs: list[Path] = field(default_factory=list)   # where an export may already be
+    gate_record_dir: Path | None = None    # where its signed gate decision is (model_core.evaluation.gate_record)
 
 
 @dataclass
@@ -72,9 +74,10 @@ class LoadedModel:
     version: str
     detection: dict
     gen: GenerationConfig
-    # Views fed to the model per study: the report model is trained and evaluated on one frontal image.
+    # The model's view slots per study (1: one frontal image; 2: frontal + lateral, as trained and evaluated).
     max_views: int = 1
     notes: list[str] = field(default_factory=list)
+    gate_status: str = ""    # how the signed gate decision was checked (serving.backends.loading.check_gate)
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -143,7 +146,7 @@ def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
         raise ModelSourceError(f"{model_dir} is not a complete model directory (no {MODEL_CARD}); "
                                "train one with `rrg train --out DIR`")
     return ResolvedSource(text, model_dir, _card_version(model_dir),
-                          [model_dir / EXPORT_DIR_NAME, model_dir.parent / EXPORT_DIR_NAME])
+                          [model_dir / EXPORT_DIR_NAME, model_dir.parent / EXPORT_DIR_NAME], model_dir / RECORD_DIR)
 
 
 def _resolve_registry(uri: str, cache_dir: Path) -> ResolvedSource:
@@ -200,7 +203,30 @@ def _resolve_registry(uri: str, cache_dir: Path) -> ResolvedSource:
                                f"with a {MODEL_CARD})")
     run_dir = target / "run"
     exports = [p.parent for p in sorted(run_dir.rglob(EXPORT_CONFIG))] if run_dir.is_dir() else []
-    return ResolvedSource(uri, model_dir, f"{name}/{mv.version}", exports + [target / EXPORT_DIR_NAME])
+    return ResolvedSource(uri, model_dir, f"{name}/{mv.version}", exports + [target / EXPORT_DIR_NAME],
+                          _fetch_gate_record(mv, target))
+
+
+def _fetch_gate_record(mv, target: Path) -> Path | None:
+    """The run's signed gate decision (artifact `gate/`), fetched afresh on every load (it is small, and a cached
+    copy must not outlive a change in the registry): `target/gate/`, or None when the run has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    record = target / RECORD_DIR
+    shutil.rmtree(record, ignore_errors=True)
+    if not mv.run_id:
+        return None
+    staging = Path(tempfile.mkdtemp(prefix=".gate.", dir=target))
+    try:
+        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=RECORD_DIR, dst_path=str(staging))
+        os.replace(staging / RECORD_DIR, record)
+    except (MlflowException, OSError) as exc:
+        log.info("registry version %s has no gate run artifact (%s)", mv.version, type(exc).__name__)
+        return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
 
 
 def _find_model_dir(root: Path) -> Path | None:

@@ -6,6 +6,13 @@ checked against torch on one synthetic image before use. Production serving neve
 pipeline's job, so a model without a usable export is refused with a message naming the fix. Only the
 development flag `allow_export_at_startup=True` (logged at WARNING) exports one on startup, as the service
 used to.
+
+Nothing is served that the clinical gate did not pass: before any weights are read, the model's signed gate
+decision (`model_core.evaluation.gate_record`: for a model directory `<model_dir>/gate/` or the `gate_record`
+argument, for a registry version its run's `gate/` artifact) must verify against the trusted keys, say "promote"
+and list exactly the model's files with their SHA-256 hashes. Aliases and tags are not evidence. Only the
+development flag `allow_ungated_model=True` (`rrg serve --allow-ungated-model`, logged at WARNING) serves a model
+without one, e.g. the demo or test models that the gate rejects.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 
 from model_core.artifacts import DETECTION, EXPORT_CONFIG, RUN_CONFIG
 from model_core.config import ConfigError, DataConfig, GenerationConfig, build_section
+from model_core.evaluation.gate_record import RECORD_DIR, GateRecordError, require_promoted
 from model_core.modeling.model_dir import load_model_dir
 from model_core.runtime.session import ExportError
 from serving.backends.base import (
@@ -52,7 +60,8 @@ NO_EXPORT_FIX = ("production serving does not export at startup: export the mode
 def load_model(source: str | os.PathLike, backend: str = "auto", precision: str = "fp32",
                allow_export_at_startup: bool = False, gen: GenerationConfig | None = None,
                threads: int | None = None, cache_dir: str | os.PathLike | None = None,
-               triton_url: str | None = None, triton_model: str = MODEL_NAME) -> LoadedModel:
+               triton_url: str | None = None, triton_model: str = MODEL_NAME, allow_ungated_model: bool = False,
+               gate_record: str | os.PathLike | None = None) -> LoadedModel:
     """Resolve `source` and build its backend.
 
     backend: "auto" or "onnxruntime" (ONNX Runtime over the model's export; ModelSourceError naming the fix when
@@ -63,20 +72,27 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
     quantized decoder's reports depend on the batch-mates). allow_export_at_startup: development only — export
     the model when it has no usable export (the export step's job in production); if that export fails,
     "auto" serves with torch. gen: generation settings (default: the model's saved ones).
+    gate_record: the directory of a model directory's signed gate decision (default `<model_dir>/gate/`; a
+    registry version brings its run's). allow_ungated_model: development only — serve a model whose signed
+    decision is missing, invalid or "reject" (logged at WARNING); otherwise such a model is refused
+    (ModelSourceError) before its weights are read.
     """
     if backend not in BACKENDS:
         raise ModelSourceError(f"backend must be auto, onnxruntime, torch or triton, got {backend!r}")
     resolved = resolve_source(source, cache_dir)
+    gate_note = check_gate(resolved, gate_record, allow_ungated_model)
     started = time.perf_counter()
     if backend == "triton":
-        return _triton_model(resolved, triton_url, triton_model, gen)
+        loaded = _triton_model(resolved, triton_url, triton_model, gen)
+        loaded.gate_status = gate_note
+        return loaded
     try:
         model, detection, saved = load_model_dir(resolved.model_dir)
     except (FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"cannot load the model in {resolved.model_dir}: {type(exc).__name__}: {exc}") from None
     model = model.float().eval()
     gen = gen or build_section(GenerationConfig, saved.get("generation", {}), "generation.")
-    notes: list[str] = []
+    notes: list[str] = [gate_note] if gate_note.startswith("UNGATED") else []
     chosen: Backend | None = None
     if backend in ("auto", "onnxruntime"):
         chosen = _ort_backend(model, resolved, detection, gen, precision, threads, notes)
@@ -92,7 +108,33 @@ def load_model(source: str | os.PathLike, backend: str = "auto", precision: str 
     log.info("model %s (version %s) loaded with the %s backend in %.1f s", resolved.source, resolved.version,
              chosen.name, time.perf_counter() - started)
     return LoadedModel(backend=chosen, source=resolved.source, model_dir=resolved.model_dir,
-                       version=resolved.version, detection=detection, gen=gen, notes=notes)
+                       version=resolved.version, detection=detection, gen=gen, max_views=model.num_views,
+                       notes=notes, gate_status=gate_note)
+
+
+def check_gate(resolved: ResolvedSource, gate_record: str | os.PathLike | None, allow_ungated_model: bool) -> str:
+    """Verify the signed gate decision of a resolved model; returns LoadedModel.gate_status (an ungated model's
+    also goes to LoadedModel.notes).
+
+    ModelSourceError when it is missing, invalid, "reject" or made for other model files, unless
+    allow_ungated_model (then a WARNING says what is being served without a passing decision)."""
+    record_dir = Path(gate_record) if gate_record is not None else resolved.gate_record_dir
+    try:
+        if record_dir is None:
+            raise GateRecordError("no signed gate decision found")
+        record = require_promoted(record_dir, resolved.model_dir)
+    except GateRecordError as exc:
+        if not allow_ungated_model:
+            raise ModelSourceError(
+                f"refusing to serve {resolved.source}: {exc}. Serving needs a passing signed gate decision "
+                f"(the pipeline's gate step writes it; for a model directory put it in <model_dir>/{RECORD_DIR}/ "
+                "or pass --gate-record DIR); development only: --allow-ungated-model") from None
+        log.warning("serving %s WITHOUT a passing signed gate decision (%s): development only "
+                    "(allow_ungated_model / --allow-ungated-model); never for patients", resolved.source, exc)
+        return f"UNGATED (development only): {exc}"
+    log.info("signed gate decision verified for %s: promote; %d model files match", resolved.source,
+             len(record["inputs"]["model_files"]))
+    return "signed gate decision verified: promote; model file hashes match"
 
 
 def _triton_model(resolved: ResolvedSource, url: str | None, name: str, gen: GenerationConfig | None

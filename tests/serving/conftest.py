@@ -44,7 +44,9 @@ from pydicom.uid import (
 from tiny_models import tiny_model_config
 
 from model_core.data.manifest import EMBEDDED_ROOT
+from model_core.evaluation.gate_record import RECORD_DIR, RECORD_FILE, write_gate_record
 from model_core.modeling.model import RadiologyMultimodalModel
+from model_core.signing import load_signer
 from serving.backends import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -365,7 +367,28 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
             (root / "config.json").write_text(json.dumps({"generation": {"num_beams": 2, "max_new_tokens": 12}}))
             (root / "detection.json").write_text(json.dumps({"temperature": 1.0, "thresholds": {}}))
             (root / "model_card.json").write_text(json.dumps({"version": "test", "name": "tiny"}))
+        if not (root / RECORD_DIR / RECORD_FILE).is_file():
+            sign_passing_gate_record(root, root / RECORD_DIR)
     return root
+
+
+def sign_passing_gate_record(model_dir: Path, out_dir: Path, passed: bool = True) -> Path:
+    """A signed gate decision for model_dir in out_dir, made with the local development key (which serving trusts
+    when no $RRG_TRUSTED_KEYS is set). The figures are placeholders: serving reads only the verified verdict and
+    the model file hashes. passed=False writes a signed "reject"."""
+    decision = {"passed": passed, "decision": "promote" if passed else "reject",
+                "reasons": ["all clinical safety checks passed"] if passed else ["Pneumothorax: sensitivity too low"],
+                "checks": []}
+    metrics = out_dir.parent / f".{out_dir.name}-metrics.json"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps({"note": "serving test fixture"}))
+    return write_gate_record(decision, model_dir, out_dir, load_signer(), metrics_file=metrics)
+
+
+@pytest.fixture(scope="session")
+def gate_records() -> SimpleNamespace:
+    """`gate_records.sign(model_dir, out_dir, passed=True)`: a signed gate decision (development key)."""
+    return SimpleNamespace(sign=sign_passing_gate_record)
 
 
 @pytest.fixture(scope="session")
