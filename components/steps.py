@@ -148,7 +148,7 @@ def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: I
     import time
     from pathlib import Path
 
-    from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT
+    from model_core.artifacts import BASELINE_EVAL_DIR, CALIBRATION_PLOT, METRICS, PER_FINDING_F1_PLOT, PREDICTIONS
     from model_core.config import Config, build_section
     from model_core.data.remote import dataset_config
     from model_core.evaluation.evaluate import evaluate_candidate
@@ -163,31 +163,76 @@ def evaluate(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: I
         metrics.log_metric(key, value)
     tracking.log_metrics(tracking_uri, mlflow_run_id, {**flat, "step.evaluate.seconds": time.perf_counter() - t0})
     out = Path(evaluation.path)
-    for name in (METRICS, PER_FINDING_F1_PLOT, CALIBRATION_PLOT):
+    # predictions.jsonl (per test study: drafts, labels, probabilities) lets a later version be compared with this
+    # one on the same studies (registry.rollout.compare_registered); MLflow's store is access-controlled like the data
+    for name in (METRICS, PER_FINDING_F1_PLOT, CALIBRATION_PLOT, PREDICTIONS):
         tracking.log_artifacts(tracking_uri, mlflow_run_id, out / name, "evaluation")
     tracking.log_artifacts(tracking_uri, mlflow_run_id, out / BASELINE_EVAL_DIR / METRICS, "evaluation/baseline")
 
 
-def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, evaluation: Input[Artifact],
-         decision: Output[Artifact]) -> bool:
-    """Clinical safety gates; returns whether the candidate may be promoted."""
+def gate(config_json: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model], evaluation: Input[Artifact],
+         decision: Output[Artifact], gate_record: Output[Artifact]) -> bool:
+    """Clinical safety gates; returns whether the candidate may be promoted. The decision is also written as a
+    signed record bound to the model's file hashes (`gate_record`, MLflow artifact `gate/`): promotion and
+    serving trust that record, never the tags."""
     import json
     from pathlib import Path
 
     from model_core.artifacts import METRICS
     from model_core.config import Config, build_section
+    from model_core.evaluation.gate_record import RECORD_DIR, write_gate_record
     from model_core.evaluation.gates import gate_decision
+    from model_core.signing import load_signer
     from registry import tracking
 
     cfg = build_section(Config, json.loads(config_json))
-    result = gate_decision(json.loads((Path(evaluation.path) / METRICS).read_text()), cfg.gate)
-    Path(decision.path).write_text(json.dumps(result, indent=2))
+    metrics_file = Path(evaluation.path) / METRICS
+    result = gate_decision(json.loads(metrics_file.read_text()), cfg.gate)
+    record = write_gate_record(result, model.path, gate_record.path, load_signer(), metrics_file=metrics_file)
+    Path(decision.path).write_bytes(record.read_bytes())   # the same signed bytes, for the packet and the registry
     decision.metadata.update({"passed": result["passed"], "decision": result["decision"]})
     tracking.set_tags(tracking_uri, mlflow_run_id, {"gate.passed": str(result["passed"]).lower(),
                                                     "gate.decision": result["decision"],
                                                     "gate.reasons": json.dumps(result["reasons"])})
-    tracking.log_artifacts(tracking_uri, mlflow_run_id, decision.path, "gate")
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, gate_record.path, RECORD_DIR)
     return bool(result["passed"])
+
+
+def clinical_evidence(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
+                      model: Input[Model], evaluation: Input[Artifact], evidence: Output[Artifact]) -> None:
+    """Error analysis, bias audit, and the drift monitor's check on held-out reference studies of the evaluated
+    candidate. The packet reads the aggregates and charts; the per-study list and the example images (study ids,
+    patient images) go to MLflow only (`evidence/`)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from model_core.artifacts import DRIFT_CHECK, EVIDENCE_BIAS_DIR, EVIDENCE_ERRORS_DIR
+    from model_core.config import Config, build_section
+    from model_core.data.remote import dataset_config
+    from model_core.evaluation.bias_audit import run_bias_audit
+    from model_core.evaluation.error_analysis import run_error_analysis
+    from model_core.files import atomic_write_text
+    from monitoring.holdout import holdout_drift_check
+    from registry import tracking
+
+    t0 = time.perf_counter()
+    cfg = build_section(Config, json.loads(config_json))
+    cfg.data = dataset_config(cfg.data, dataset.path, dataset.metadata)
+    out = Path(evidence.path)
+    errors = run_error_analysis(cfg, model.path, evaluation.path, out / EVIDENCE_ERRORS_DIR)
+    audit = run_bias_audit(cfg, model.path, evaluation.path, out / EVIDENCE_BIAS_DIR)
+    drift = holdout_drift_check(model.path, cfg.monitoring, seed=cfg.eval.seed)
+    atomic_write_text(out / DRIFT_CHECK, json.dumps(drift, indent=2))
+    evidence.metadata.update({"study_error_rate": errors["study_error_rate"]["value"],
+                              "flagged_subgroups": len(audit["flagged"]), "drift_status": drift["status"]})
+    tracking.log_artifacts(tracking_uri, mlflow_run_id, out, "evidence")
+    tracking.log_metrics(tracking_uri, mlflow_run_id, {
+        "evidence.study_error_rate": errors["study_error_rate"]["value"],
+        **{f"evidence.{c}.study_rate": v["study_rate"]["value"] for c, v in errors["categories"].items()},
+        "evidence.flagged_subgroups": len(audit["flagged"]),
+        "evidence.drift_check.p_value": drift["p_value"], "evidence.drift_check.statistic": drift["statistic"],
+        "step.clinical_evidence.seconds": time.perf_counter() - t0})
 
 
 def export(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset], model: Input[Model],
@@ -212,9 +257,10 @@ def export(config_json: str, tracking_uri: str, mlflow_run_id: str, dataset: Inp
 
 def regulatory_packet(model_name: str, tracking_uri: str, mlflow_run_id: str, dataset: Input[Dataset],
                       model: Input[Model], evaluation: Input[Artifact], decision: Input[Artifact],
-                      packet: Output[Artifact]) -> str:
-    """The signed packet (PDF, HTML, JSON, SBOM + SHA-256 manifest and its signature), reproducible from the run,
-    compared with the current champion's packet."""
+                      evidence: Input[Artifact], packet: Output[Artifact]) -> str:
+    """The signed packet (PDF, HTML, JSON, SBOM, evidence charts + SHA-256 manifest and its signature), reproducible
+    from the run, compared with the current champion's packet; error analysis, bias audit and the drift check from
+    the clinical_evidence step."""
     import tempfile
     import time
 
@@ -230,30 +276,40 @@ def regulatory_packet(model_name: str, tracking_uri: str, mlflow_run_id: str, da
     with tempfile.TemporaryDirectory() as champion_dir:
         path = build_run_packet(run_id=mlflow_run_id, model_name=model_name, model_dir=model.path,
                                 evaluation_dir=evaluation.path, decision_path=decision.path,
-                                lineage=lineage, out_dir=packet.path,
+                                lineage=lineage, out_dir=packet.path, evidence_dir=evidence.path,
                                 champion_packet=models.download_champion_packet(tracking_uri, model_name, champion_dir))
     tracking.log_artifacts(tracking_uri, mlflow_run_id, path, "packet")
     tracking.log_metrics(tracking_uri, mlflow_run_id, {"step.regulatory_packet.seconds": time.perf_counter() - t0})
     return str(path)
 
 
-def register_model(model_name: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
-                   decision: Input[Artifact]) -> str:
-    """Register the version with its gate tags; `champion` only when the gate passed, else `rejected`."""
+def register_model(config_json: str, model_name: str, tracking_uri: str, mlflow_run_id: str, model: Input[Model],
+                   evaluation: Input[Artifact], decision: Input[Artifact]) -> str:
+    """Register the version with its gate tags: `rejected` when the gate failed; the first passing version becomes
+    `champion`, later ones `challenger`, checked against the champion on the same test studies."""
     import json
     from pathlib import Path
 
-    from registry import models, tracking
+    from model_core.artifacts import PREDICTIONS
+    from model_core.config import Config, build_section
+    from registry import models, rollout, tracking
 
+    cfg = build_section(Config, json.loads(config_json))
     uri = models.log_model(tracking_uri, mlflow_run_id, model.path)
     result = models.register(tracking_uri, mlflow_run_id, uri, model_name, json.loads(Path(decision.path).read_text()))
+    if result["status"] == models.CHALLENGER:
+        comparison = rollout.compare_registered(tracking_uri, model_name, result["version"],
+                                                Path(evaluation.path) / PREDICTIONS, cfg.rollout, seed=cfg.eval.seed)
+        reasons = "; ".join(comparison.get("reasons", []))
+        result["comparison"] = comparison.get("status") or ("non-inferior" if comparison["passed"] else reasons)
     tracking.set_tags(tracking_uri, mlflow_run_id, {"registered.version": result["version"],
                                                     "registered.status": result["status"]})
     return json.dumps(result)
 
 
 # DAG order; `pipelines.local` lists step times in this order.
-STEPS = (validate_data, eda, train, train_baseline, evaluate, gate, export, regulatory_packet, register_model)
+STEPS = (validate_data, eda, train, train_baseline, evaluate, gate, clinical_evidence, export, regulatory_packet,
+         register_model)
 
 
 def build_components(image: str, train_image: str | None = None) -> SimpleNamespace:

@@ -12,6 +12,8 @@ An export directory (written by `model_core.export`, read by `model_core.runtime
 A baseline directory (`model_core.evaluation.baseline.train_baseline`): model.pt, baseline.json
 An evaluation directory (`model_core.evaluation`): metrics.json, predictions.jsonl, per_finding_f1.png,
     calibration.png, and baseline/eval/ (the baseline's metrics.json and predictions.jsonl)
+A clinical-evidence directory (the pipeline's clinical_evidence step): errors/ (`error_analysis.run_error_analysis`),
+    bias/ (`bias_audit.run_bias_audit`), drift_check.json (the drift monitor on held-out reference studies)
 """
 
 from __future__ import annotations
@@ -59,3 +61,16 @@ PREDICTIONS = "predictions.jsonl"
 PER_FINDING_F1_PLOT = "per_finding_f1.png"
 CALIBRATION_PLOT = "calibration.png"
 BASELINE_EVAL_DIR = "baseline/eval"   # the candidate's evaluation holds the baseline's beside it (metrics.json, ...)
+
+# --------------------------------------------------------------------------- clinical evidence
+EVIDENCE_ERRORS_DIR = "errors"
+EVIDENCE_BIAS_DIR = "bias"
+DRIFT_CHECK = "drift_check.json"            # the monitor's MMD test on in-distribution held-out studies
+ERROR_ANALYSIS = "error_analysis.json"      # per study, with study ids (internal: MLflow, never the packet)
+ERROR_SUMMARY = "error_summary.json"        # aggregates only (packet)
+CONFUSION_PLOT = "error_confusion_critical.png"
+PREVALENCE_PLOT = "error_rate_vs_prevalence.png"
+EXAMPLES_PLOT = "error_examples.png"        # patient images with heatmaps (internal: MLflow, never the packet)
+QUALITY_PLOT = "error_vs_image_quality.png"
+BIAS_AUDIT = "bias_audit.json"              # counts and rates per subgroup, no study id (packet)
+BIAS_PLOT = "bias_audit_sensitivity.png"

@@ -1,9 +1,13 @@
 """The monthly training pipeline: wiring only (step logic lives in the libraries).
 
     validate_data ─┬─► eda
-                   ├─► train ──────────┬─► evaluate ─► gate ─► export ─► regulatory_packet ─┬─ passed ─► register_model
-                   └─► train_baseline ─┘                                                    └─ else ───► register_model
-    (register_model marks the version `champion` when the gate passed, `rejected` otherwise)
+                   ├─► train ──────────┬─► evaluate ─┬─► gate ─► export ────┬─► regulatory_packet ─┬─ passed ─► register
+                   └─► train_baseline ─┘             └─► clinical_evidence ─┘                      └─ else ───► register
+    (register = register_model: `rejected` when the gate failed; a passing version becomes `champion` when none
+     exists, else `challenger`, checked against the champion on the same test studies; registry.rollout)
+
+clinical_evidence (error analysis, bias audit, the drift monitor on held-out reference studies) runs beside gate
+and export; the packet renders its aggregates and charts.
 
 train and train_baseline depend only on validate_data, so a cluster runs them side by side (kfp.local runs
 the DAG one step at a time). On a cluster the train step runs the CUDA image and asks for `train_gpus`
@@ -52,7 +56,8 @@ def build_pipeline(image: str, cluster: bool = False, train_image: str | None = 
                                        size_limit=SHM_SIZE)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Validate, train, evaluate, gate, export, document, register.")
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Validate, train, evaluate, gate, clinical evidence, export, document, register.")
     def training_pipeline(config_json: str, tracking_uri: str, mlflow_run_id: str, model_name: str,
                           dataset_uri: str = "", train_gpus: int = DEFAULT_TRAIN_GPUS) -> str:
         common = {"tracking_uri": tracking_uri, "mlflow_run_id": mlflow_run_id}
@@ -63,20 +68,28 @@ def build_pipeline(image: str, cluster: bool = False, train_image: str | None = 
         baseline = on_cluster(c.train_baseline(**data))
         evaluated = on_cluster(c.evaluate(model=trained.outputs["model"], baseline=baseline.outputs["baseline"],
                                           **data))
-        gated = on_cluster(c.gate(config_json=config_json, evaluation=evaluated.outputs["evaluation"], **common))
+        gated = on_cluster(c.gate(config_json=config_json, model=trained.outputs["model"],
+                                   evaluation=evaluated.outputs["evaluation"], **common))
+        evidence = on_cluster(c.clinical_evidence(model=trained.outputs["model"],
+                                                  evaluation=evaluated.outputs["evaluation"], **data))
         exported = on_cluster(c.export(model=trained.outputs["model"], **data))
         exported.after(gated)
         packet = on_cluster(c.regulatory_packet(
             model_name=model_name, dataset=validated.outputs["dataset"], model=trained.outputs["model"],
-            evaluation=evaluated.outputs["evaluation"], decision=gated.outputs["decision"], **common))
+            evaluation=evaluated.outputs["evaluation"], decision=gated.outputs["decision"],
+            evidence=evidence.outputs["evidence"], **common))
         packet.after(exported)
         with dsl.If(gated.outputs["Output"] == True, name="gate-passed"):  # KFP condition syntax (E712 off here)
-            promoted = on_cluster(c.register_model(model_name=model_name, model=trained.outputs["model"],
+            promoted = on_cluster(c.register_model(config_json=config_json, model_name=model_name,
+                                                   model=trained.outputs["model"],
+                                                   evaluation=evaluated.outputs["evaluation"],
                                                    decision=gated.outputs["decision"], **common))
             promoted.set_display_name("register-and-promote")
             promoted.after(packet)
         with dsl.Else(name="gate-failed"):
-            rejected = on_cluster(c.register_model(model_name=model_name, model=trained.outputs["model"],
+            rejected = on_cluster(c.register_model(config_json=config_json, model_name=model_name,
+                                                   model=trained.outputs["model"],
+                                                   evaluation=evaluated.outputs["evaluation"],
                                                    decision=gated.outputs["decision"], **common))
             rejected.set_display_name("register-as-rejected")
             rejected.after(packet)

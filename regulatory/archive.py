@@ -1,6 +1,7 @@
 """The packet archive: `<out_dir>/510k_packet_<model_name>_v<version>.zip` holding packet.json, packet.html,
-packet.pdf, sbom.cdx.json (when the model recorded one), SHA256SUMS (sha256sum format, one line per other file)
-and SHA256SUMS.sig (a detached Ed25519 signature over SHA256SUMS, `model_core.signing`), and its verification.
+packet.pdf, sbom.cdx.json (when the model recorded one), the clinical-evidence charts (PNG, when supplied),
+SHA256SUMS (sha256sum format, one line per other file) and SHA256SUMS.sig (a detached Ed25519 signature over
+SHA256SUMS, `model_core.signing`), and its verification.
 
 Verification re-hashes every file AND checks the signature against trusted public keys, so a tamper that keeps
 the hashes consistent (a file changed together with its SHA256SUMS line) is detected. SHA256SUMS must be exactly
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from model_core.signing import SignatureError, Signer, load_signer, read_record, trusted_public_keys, verify
+from regulatory.clinical_evidence import read_figures
 from regulatory.document import packet_document, render_json
 from regulatory.inputs import PacketInputs
 from regulatory.licences import SBOM_MEMBER, sbom_member
@@ -65,11 +67,14 @@ def build_packet(inputs: PacketInputs, out_dir: str | os.PathLike, signer: Signe
     """
     signer = signer or load_signer()
     doc = packet_document(inputs, signed_by={"key_id": signer.key_id, "development": signer.development})
-    files = {"packet.json": render_json(doc), "packet.html": render_html(doc), "packet.pdf": render_pdf(doc)}
+    figures = read_figures(inputs.figures)   # the re-encoded charts whose SHA-256 the document lists
+    files = {"packet.json": render_json(doc), "packet.html": render_html(doc, figures),
+             "packet.pdf": render_pdf(doc, figures), **figures}
     sbom = sbom_member(inputs.sbom)
     if sbom is not None:
         files[SBOM_MEMBER] = sbom
-    order = [*PACKET_FILES, *(name for name in OPTIONAL_FILES if name in files), SUMS_FILE, SIGNATURE_FILE]
+    order = [*PACKET_FILES, *(name for name in OPTIONAL_FILES if name in files), *sorted(figures), SUMS_FILE,
+             SIGNATURE_FILE]
     files[SUMS_FILE] = _sums(files)
     files[SIGNATURE_FILE] = json.dumps(signer.sign(files[SUMS_FILE]), sort_keys=True).encode("ascii") + b"\n"
     created = datetime.strptime(doc["packet"]["created"], "%Y-%m-%dT%H:%M:%SZ")

@@ -7,7 +7,19 @@ import os
 import re
 from pathlib import Path
 
-from model_core.artifacts import METRICS, MODEL_CARD
+from model_core.artifacts import (
+    BIAS_AUDIT,
+    BIAS_PLOT,
+    CONFUSION_PLOT,
+    DRIFT_CHECK,
+    ERROR_SUMMARY,
+    EVIDENCE_BIAS_DIR,
+    EVIDENCE_ERRORS_DIR,
+    METRICS,
+    MODEL_CARD,
+    PREVALENCE_PLOT,
+    QUALITY_PLOT,
+)
 from model_core.files import sha256_file
 from model_core.sbom import read_sbom
 from model_core.signing import Signer
@@ -39,9 +51,45 @@ def data_summary(lineage: dict, model_dir: Path) -> dict:
     return summary
 
 
+# What the packet reads from the clinical_evidence step's output: aggregates and charts only (never the per-study
+# error_analysis.json or the example images, which stay in MLflow).
+EVIDENCE_JSON = {"error_summary": f"{EVIDENCE_ERRORS_DIR}/{ERROR_SUMMARY}",
+                 "bias_audit": f"{EVIDENCE_BIAS_DIR}/{BIAS_AUDIT}", "drift": DRIFT_CHECK}
+EVIDENCE_FIGURES = tuple(f"{EVIDENCE_ERRORS_DIR}/{name}" for name in (CONFUSION_PLOT, PREVALENCE_PLOT, QUALITY_PLOT)) \
+    + (f"{EVIDENCE_BIAS_DIR}/{BIAS_PLOT}",)
+
+
+def read_evidence(evidence_dir: str | os.PathLike | None) -> dict:
+    """The PacketInputs fields of a clinical_evidence output directory: error_summary, bias_audit, figures,
+    monitoring (the drift check) and evidence_missing (the files expected but absent). None: not run."""
+    if evidence_dir is None:
+        return {}
+    root = Path(evidence_dir)
+    fields: dict = {"figures": {}, "evidence_missing": []}
+    for key, rel in EVIDENCE_JSON.items():
+        path = root / rel
+        if not path.is_file():
+            fields["evidence_missing"].append(path.name)
+            continue
+        try:
+            fields[key] = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"clinical evidence file {rel} is not valid JSON") from None
+    for rel in EVIDENCE_FIGURES:
+        path = root / rel
+        if path.is_file():
+            fields["figures"][path.name] = path.read_bytes()
+        else:
+            fields["evidence_missing"].append(path.name)
+    drift = fields.pop("drift", None)
+    fields["monitoring"] = None if drift is None else {"drift": drift}
+    return fields
+
+
 def build_run_packet(run_id: str, model_name: str, model_dir: str | os.PathLike, evaluation_dir: str | os.PathLike,
                      decision_path: str | os.PathLike, lineage: dict, out_dir: str | os.PathLike,
-                     champion_packet: str | os.PathLike | None = None, signer: Signer | None = None) -> Path:
+                     champion_packet: str | os.PathLike | None = None, signer: Signer | None = None,
+                     evidence_dir: str | os.PathLike | None = None) -> Path:
     """The packet of a pipeline run: created time, version, software provenance and SBOM come from the model
     directory (written at training), so a rebuild from the same run gives the same files; a model card without
     provenance, or a model without an SBOM, gives a packet that says "not recorded".
@@ -50,6 +98,8 @@ def build_run_packet(run_id: str, model_name: str, model_dir: str | os.PathLike,
     before its packet.json is compared with this version; one that fails verification is not compared, and the
     packet says so (the PCCP's comparison with the champion then cannot be made: fail closed).
     signer: see `regulatory.archive.build_packet`.
+    evidence_dir: the clinical_evidence step's output (error analysis, bias audit, drift check; `read_evidence`);
+    None: not run, and the packet's error-analysis and bias sections, PCCP verdict and eSTAR manifest say so.
     """
     model_dir = Path(model_dir)
     card = json.loads((model_dir / MODEL_CARD).read_text())
@@ -70,5 +120,5 @@ def build_run_packet(run_id: str, model_name: str, model_dir: str | os.PathLike,
         metrics=metrics, gate=json.loads(Path(decision_path).read_text()), data_summary=summary,
         versions=card.get("provenance"), sbom=sbom, model_files=model_file_hashes(model_dir),
         test_separation=separation_evidence(lineage, evaluation_dir, sbom),
-        champion=champion, champion_problem=champion_problem)
+        champion=champion, champion_problem=champion_problem, **read_evidence(evidence_dir))
     return build_packet(inputs, out_dir, signer=signer)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 
+from model_core.artifacts import BIAS_AUDIT, ERROR_SUMMARY
 from regulatory.champion import champion_section, read_champion, read_model_files
+from regulatory.clinical_evidence import bias_audit_section, error_analysis_section, read_figures
 from regulatory.inputs import (
+    SAFE_NAME_RE,
     PacketInputs,
     read_created,
+    read_formatted,
     read_identifier,
     read_predicates,
     read_text,
@@ -24,7 +28,7 @@ from regulatory.pccp import pccp_section
 from regulatory.risk import overall_risk, risk_rows
 from regulatory.sections import data_section, gate_section, monitoring_section, performance_section, versions_section
 
-SCHEMA = "rrg.510k-packet/2"
+SCHEMA = "rrg.510k-packet/3"   # 3: error analysis, bias audit, figures, drift-check details
 
 
 def packet_document(inputs: PacketInputs, signed_by: dict | None = None) -> dict:
@@ -50,6 +54,11 @@ def packet_document(inputs: PacketInputs, signed_by: dict | None = None) -> dict
     champion = read_champion(inputs.champion)
     champion_problem = None if inputs.champion_problem is None else read_text(
         inputs.champion_problem[:1000], "champion_problem", 1000)
+    figures = read_figures(inputs.figures)
+    missing = [read_formatted(m, f"evidence_missing[{i}]", SAFE_NAME_RE, "not a file name")
+               for i, m in enumerate(inputs.evidence_missing)]
+    evidence = {"error_analysis": error_analysis_section(inputs.error_summary, figures, missing, ERROR_SUMMARY),
+                "bias_audit": bias_audit_section(inputs.bias_audit, figures, missing, BIAS_AUDIT)}
     rejected = not gate["passed"]
     device = {
         "description": read_text(inputs.device_description, "device_description", 4000),
@@ -76,9 +85,10 @@ def packet_document(inputs: PacketInputs, signed_by: dict | None = None) -> dict
         "data": data,
         "performance": perf,
         "gate": gate,
+        **evidence,
         "risk_analysis": {"rows": risk, "overall": overall_risk(risk, gate)},
         "monitoring": monitoring,
-        "pccp": pccp_section(gate, device, inputs.test_separation, champion, champion_problem),
+        "pccp": pccp_section(gate, device, inputs.test_separation, champion, champion_problem, evidence),
         "champion": champion_section(champion, perf, data, model_files, versions, champion_problem),
         "versions": versions,
         "model_files": model_files,

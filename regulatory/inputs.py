@@ -75,13 +75,23 @@ class PacketInputs:
         "git_dirty" (bool or None) and "packages" {name: version}. None: not recorded (the packet says so; it
         never samples the environment it is built in).
     monitoring: optional risk-control evidence, {"drift": {"method", "statistic", "p_value", "threshold",
-        "drift_detected"}, "phi": {"passed", "checks_run", "method"}}; absent items make their risk "needs review".
+        "drift_detected"} plus optional "alpha", "status", "window", "n_reference", "permutations", "design" (the
+        pipeline passes `monitoring.holdout.holdout_drift_check`'s drift_check.json), "phi": {"passed",
+        "checks_run", "method"}}; absent items make their risk "needs review".
     predicates: the cleared triage devices cited for the detection-head claims (default: `configs/predicate.yaml`).
     sbom: the CycloneDX SBOM recorded with the model at training (`model_core.sbom`), None: not recorded.
     model_files: {file name: SHA-256} of the model directory's weights, configs and thresholds.
     test_separation: evidence that the test set was untouched by training (`regulatory.evidence.separation_evidence`).
     champion: the packet.json document of the current champion's packet (already verified), None: no champion.
     champion_problem: why the champion's packet could not be used (it failed verification); None otherwise.
+    error_summary: the error analysis's aggregates (`model_core.evaluation.error_analysis` ERROR_SUMMARY: no study
+        id, no text); None: not run (the packet says so).
+    bias_audit: the bias audit (`model_core.evaluation.bias_audit` BIAS_AUDIT: counts and rates per subgroup);
+        None: not run.
+    figures: {file name: PNG bytes} of the evidence charts (`regulatory.clinical_evidence.PACKET_FIGURES`); the
+        example images with heatmaps (patient images) are refused.
+    evidence_missing: file names of the clinical evidence that was expected but absent (the packet names them,
+        and the evidence does not count).
     """
 
     run_id: str
@@ -99,6 +109,10 @@ class PacketInputs:
     test_separation: Mapping[str, Any] | None = None
     champion: Mapping[str, Any] | None = None
     champion_problem: str | None = None
+    error_summary: Mapping[str, Any] | None = None
+    bias_audit: Mapping[str, Any] | None = None
+    figures: Mapping[str, bytes] | None = None
+    evidence_missing: Sequence[str] = ()
     device_description: str = DEFAULT_DEVICE_DESCRIPTION
     intended_use: str = DEFAULT_INTENDED_USE
     indications: str = DEFAULT_INDICATIONS

@@ -96,6 +96,8 @@ OUTLINE = (
     ("data", "Training, validation and test data"),
     ("performance", "Clinical performance"),
     ("gate", "Release-gate decision"),
+    ("errors", "Error analysis"),
+    ("bias", "Bias audit: performance by subgroup"),
     ("risk", "Risk analysis"),
     ("pccp", "Predetermined Change Control Plan (PCCP)"),
     ("champion", "Changes since the current champion"),

@@ -91,6 +91,8 @@ def estar_manifest(doc: dict) -> list[dict]:
          + "signed packet (SHA256SUMS.sig); threat model and security architecture to be written"),
         ("Risk management (ISO 14971)", INCLUDED, ref("risk")),
         ("Performance testing - bench (standalone)", INCLUDED, f"{ref('performance')}, {ref('gate')}"),
+        ("Performance testing - failure modes (error analysis)", *_evidence_row(doc["error_analysis"], "errors")),
+        ("Performance testing - subgroups (bias audit)", *_evidence_row(doc["bias_audit"], "bias")),
         ("Performance testing - animal", NOT_APPLICABLE, "not applicable because image-analysis software is "
                                                          "evaluated on images, not in animals"),
         ("Performance testing - clinical", TO_COMPLETE, "a multi-site, sequestered clinical performance study and a "
@@ -100,6 +102,16 @@ def estar_manifest(doc: dict) -> list[dict]:
         ("Quality management system information", TO_COMPLETE, "Quality Assurance"),
     ]
     return [{"section": s, "status": status, "detail": detail} for s, status, detail in rows]
+
+
+def _evidence_row(section: dict, key: str) -> tuple[str, str]:
+    """(status, detail) of an eSTAR row backed by a clinical-evidence section: included, or to be completed with
+    what is missing."""
+    if section["status"] == "included":
+        return INCLUDED, section_ref(key)
+    why = ("missing from the run: " + ", ".join(section["missing"]) if section["missing"]
+           else "not run for this packet (the pipeline's clinical_evidence step)")
+    return TO_COMPLETE, f"{section_ref(key)}: {why}"
 
 
 EVIDENCE, GAP = "evidence in this packet", "gap"
@@ -124,18 +136,23 @@ def gmlp_mapping(doc: dict) -> list[dict]:
     separation = next(c for c in doc["pccp"]["verdict"]["criteria"] if c["criterion"].startswith("Test set"))
     drift = doc["monitoring"]["drift"] is not None
     software = doc["versions"]["recorded"] and doc["sbom"]["recorded"]
+    errors, bias = (doc[k]["status"] == "included" for k in ("error_analysis", "bias_audit"))
+    subgroups = (f"; subgroup performance in {ref('bias')}" if bias
+                 else f"; no subgroup performance: bias audit {doc['bias_audit']['status']}")
     rows = [
         (PARTIAL, f"Review and approval roles in {ref('release')}; team records in the design history file"),
         (EVIDENCE if software else PARTIAL,
          f"{ref('versions')}, {ref('sbom')}; signed, hash-verified packet; automated tests and import contracts"),
         (GAP if doc["data"]["is_iu_xray_demo"] else PARTIAL,
-         f"{ref('data')}: representativeness is not established by this data"),
+         f"{ref('data')}: representativeness is not established by this data" + subgroups),
         (EVIDENCE if separation["status"] == "met" else GAP, f"{ref('pccp')}: {separation['evidence']}"),
         (PARTIAL, f"{ref('data')}: labels from human MeSH annotation; a radiologist-consensus reference standard is "
                   "needed for a submission"),
         (EVIDENCE, f"{ref('device')}: architecture and detection head with validation-chosen operating points"),
         (GAP, "a reader study of radiologists with and without the draft is to be performed"),
-        (PARTIAL, f"{ref('performance')}: held-out test split; single-institution, retrospective"),
+        (PARTIAL, f"{ref('performance')}: held-out test split; single-institution, retrospective"
+                  + (f"; failure modes in {ref('errors')}" if errors
+                     else f"; no error analysis: {doc['error_analysis']['status']}") + subgroups),
         (EVIDENCE, f"{ref('device')}, {ref('indications')}: intended use, contraindications, warnings"),
         (EVIDENCE if drift else PARTIAL, f"{ref('pccp')} (monitoring and update procedures)"
                                          + (f"; drift evidence in {ref('risk')}" if drift else

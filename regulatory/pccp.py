@@ -6,8 +6,9 @@ A version is WITHIN the PCCP only when every criterion is met: the acceptance cr
 met on every critical finding, the gate was not loosened below the PCCP's limits, the labeling (intended use,
 indications, input, output) is the authorized one, and the test set was untouched by training (the split file
 training recorded is the one evaluation used, no evaluated study is assigned to training or validation, the test
-set is the champion's). A criterion that fails, or that the evidence cannot show, puts the version OUTSIDE the
-PCCP: fail closed.
+set is the champion's), and the clinical evidence was produced (error analysis and bias audit, with no estimable
+subgroup whose critical-finding sensitivity falls below the gate's minimum). A criterion that fails, or that the
+evidence cannot show, puts the version OUTSIDE the PCCP: fail closed.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ PROTOCOL = (
     ("Performance evaluation", "On the sequestered test split, with study-level bootstrap and Wilson 95 % "
      "intervals. Acceptance criteria = the release gate: per critical finding, sensitivity CI lower bound above "
      "0.98 at the validation-chosen threshold with at least 10 test positives, specificity at least 0.60; "
-     "hallucination rate CI upper bound below 0.03."),
+     "hallucination rate CI upper bound below 0.03. Error analysis and bias audit of every version: no estimable "
+     "subgroup (sex, age band, views, MeSH edge cases) below the critical sensitivity minimum."),
     ("Update procedures", "Only a version that passes the gate and is within this PCCP becomes champion (an "
      "audited alias move); the previous champion is kept for rollback; each version has a signed packet with a "
      "comparison against the champion it replaces; users are told of each update through the release notes."),
@@ -94,6 +96,9 @@ def _traceability() -> list[list[str]]:
     return [
         ["Retrained weights", "Data management; retraining practice; performance evaluation",
          "all release-gate checks pass; test set untouched", f"{perf}; {gate}; verdict below; {champ}"],
+        ["Retrained weights (subgroups, failure modes)", "Performance evaluation",
+         "no estimable subgroup below the critical sensitivity minimum",
+         f"{section_ref('errors')}; {section_ref('bias')}"],
         ["New operating thresholds", "Performance evaluation", "sensitivity CI lower bound > 0.98; specificity "
          ">= 0.60", f"{perf} (critical findings); {gate}"],
         ["New calibration", "Performance evaluation", "reported (no gate)", f"{perf} (calibration)"],
@@ -213,17 +218,35 @@ def _separation(sep: dict | None, champion_test: str | None, champion_problem: s
                                  "validation" + ("" if champion_test is None else "; same test set as the champion"))
 
 
+def _clinical_evidence(evidence: dict | None) -> dict:
+    name = "Clinical evidence produced (error analysis, bias audit)"
+    if evidence is None:
+        return _criterion(name, NOT_VERIFIABLE, "no clinical evidence was supplied with this packet")
+    errors, bias = evidence["error_analysis"], evidence["bias_audit"]
+    absent = [f"{what} {s['status']}" + (f" ({', '.join(s['missing'])})" if s["missing"] else "")
+              for what, s in (("error analysis", errors), ("bias audit", bias)) if s["status"] != "included"]
+    if absent:
+        return _criterion(name, NOT_VERIFIABLE, "; ".join(absent))
+    if bias["flagged"]:
+        return _criterion(name, NOT_MET, "subgroups below the critical sensitivity minimum: " + "; ".join(
+            f"{f['finding']} in {f['attribute']} = {f['group']}" for f in bias["flagged"]))
+    return _criterion(name, MET, f"error analysis of {errors['studies']} studies ({section_ref('errors')}); bias "
+                                 f"audit with no subgroup flagged ({section_ref('bias')})")
+
+
 def pccp_verdict(gate: dict, labeling: str, separation: dict | None, champion: dict | None = None,
-                 champion_problem: str | None = None) -> dict:
+                 champion_problem: str | None = None, evidence: dict | None = None) -> dict:
     """{"within", "verdict", "criteria": [{criterion, status, evidence}], "statement"} for one version.
 
     gate: the packet's gate section; labeling: `labeling_sha256` of its device section; separation: read by
     `read_test_separation`; champion: the champion diff's reference ({"labeling_sha256", "test_studies_sha256"});
-    champion_problem: why the champion's packet could not be used (its comparison then cannot be made).
+    champion_problem: why the champion's packet could not be used (its comparison then cannot be made);
+    evidence: {"error_analysis", "bias_audit"} sections of the packet (`regulatory.clinical_evidence`), None: none.
     """
     champion = champion or {}
     criteria = [_acceptance(gate), _limits(gate), _labeling(labeling, champion.get("labeling_sha256")),
-                _separation(separation, champion.get("test_studies_sha256"), champion_problem)]
+                _separation(separation, champion.get("test_studies_sha256"), champion_problem),
+                _clinical_evidence(evidence)]
     within = all(c["status"] == MET for c in criteria)
     if within:
         statement = ("WITHIN the PCCP: this version may be released under the authorized change control plan "
@@ -237,7 +260,7 @@ def pccp_verdict(gate: dict, labeling: str, separation: dict | None, champion: d
 
 
 def pccp_section(gate: dict, device: dict, separation_raw, champion: dict | None,
-                 champion_problem: str | None = None) -> dict:
+                 champion_problem: str | None = None, evidence: dict | None = None) -> dict:
     """The PCCP section of the packet document (fixed plan text and this version's computed verdict)."""
     labeling = labeling_sha256(device)
     separation = read_test_separation(separation_raw)
@@ -252,5 +275,5 @@ def pccp_section(gate: dict, device: dict, separation_raw, champion: dict | None
         "labeling_sha256": labeling,
         "authorized_labeling_sha256": AUTHORIZED_LABELING_SHA256,
         "test_separation": separation,
-        "verdict": pccp_verdict(gate, labeling, separation, reference, champion_problem),
+        "verdict": pccp_verdict(gate, labeling, separation, reference, champion_problem, evidence),
     }

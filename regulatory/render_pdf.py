@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Mapping
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -13,9 +14,19 @@ from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
+from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen import canvas as rl_canvas
-from reportlab.platypus import CondPageBreak, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    CondPageBreak,
+    Image,
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from regulatory.view import view_model
 from regulatory.view_blocks import cell
@@ -51,9 +62,10 @@ def _pdf_text(text: str, font: str | None = None, size: float = 0, width: float 
     return "<br/>".join(" ".join(word(w) for w in line.split(" ")) for line in text.split("\n"))
 
 
-def render_pdf(doc: dict) -> bytes:
-    """The packet as a PDF: cover, numbered sections, running head with the release status, 'page x of y'."""
-    view = view_model(doc)
+def render_pdf(doc: dict, figures: Mapping[str, bytes] | None = None) -> bytes:
+    """The packet as a PDF: cover, numbered sections, running head with the release status, 'page x of y';
+    figures: the charts' PNG bytes, drawn at the text width (at most 4.2 inches high)."""
+    view = view_model(doc, figures)
     margin = 0.75 * inch
     width = LETTER[0] - 2 * margin
     tones = {"bad": (colors.HexColor("#f8d7da"), colors.HexColor("#842029")),
@@ -135,6 +147,16 @@ def render_pdf(doc: dict) -> bytes:
             return [Spacer(1, 3), banner_flowable(block), Spacer(1, 5)]
         if kind == "table":
             return [table_flowable(block), Spacer(1, 6)]
+        if kind == "figure":
+            caption = Paragraph(_pdf_text(block["caption"]), styles["note"])
+            if block["png"] is None:
+                return [Paragraph(_pdf_text(f"Figure {block['file']}: a separate file of this packet."),
+                                  styles["note"]), caption]
+            reader = ImageReader(io.BytesIO(block["png"]))
+            px_w, px_h = reader.getSize()
+            scale = min(width / px_w, 4.2 * inch / px_h)
+            image = Image(io.BytesIO(block["png"]), width=px_w * scale, height=px_h * scale, hAlign="LEFT")
+            return [KeepTogether([image, caption]), Spacer(1, 6)]
         raise AssertionError(f"unknown block kind {kind}")
 
     story = [Paragraph(_pdf_text(view["title"]), styles["title"]),

@@ -159,11 +159,11 @@ def risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dict
     if found:
         level, basis, measured = found
     else:
-        measured = (f"{drift['method']}: statistic {fmt(drift['statistic'])}, p = {fmt(drift['p_value'])}, "
-                    f"threshold {fmt(drift['threshold'])}, drift detected: "
-                    f"{'n/a' if drift['drift_detected'] is None else ('yes' if drift['drift_detected'] else 'no')}")
+        measured = _drift_measured(drift)
         if drift["drift_detected"] is False:
             level, basis = "acceptable", "drift monitor in place; no drift detected"
+        elif drift.get("status") == "insufficient data":
+            level, basis = "needs review", "the drift check had too few studies to test (insufficient data)"
         else:
             level, basis = "needs review", "drift detected or undetermined: re-evaluate before release"
     if data["is_iu_xray_demo"] and level == "acceptable":
@@ -212,6 +212,21 @@ def risk_rows(perf: dict, gate: dict, monitoring: dict, data: dict) -> list[dict
         "residual_risk": "needs review", "basis": "no measurement available", "linked_checks": [],
     })
     return rows
+
+
+def _drift_measured(drift: dict) -> str:
+    """The drift evidence as the risk table cites it: the test, its figures, the window and what it was run on."""
+    detected = "n/a" if drift["drift_detected"] is None else ("yes" if drift["drift_detected"] else "no")
+    sizes = ", ".join(f"{label} {drift[key]}" for key, label in (
+        ("window", "window"), ("n_reference", "reference")) if drift.get(key) is not None)
+    return (f"{drift['method']}: statistic {fmt(drift['statistic'], 5)}, p = {fmt(drift['p_value'])}, "
+            f"threshold {fmt(drift['threshold'], 5)}"
+            + (f" (alpha {fmt(drift['alpha'])})" if drift.get("alpha") is not None else "")
+            + f", drift detected: {detected}"
+            + (f" [{drift['status']}]" if drift.get("status") == "insufficient data" else "")
+            + (f"; {sizes} studies" if sizes else "")
+            + (f", {drift['permutations']} permutations" if drift.get("permutations") is not None else "")
+            + (f"; {drift['design']}" if drift.get("design") else ""))
 
 
 def overall_risk(rows: list[dict], gate: dict) -> str:

@@ -302,6 +302,12 @@ def monitoring_section(raw) -> dict:
             "threshold": read_number(d.get("threshold"), "monitoring['drift']['threshold']"),
             "drift_detected": (None if d.get("drift_detected") is None
                                else read_bool(d["drift_detected"], "monitoring['drift']['drift_detected']")),
+            "alpha": read_number(d.get("alpha"), "monitoring['drift']['alpha']", unit=True),
+            "status": None if d.get("status") is None else read_text(d["status"], "monitoring['drift']['status']", 40),
+            **{k: read_integer(d.get(k), f"monitoring['drift'][{k!r}]", optional=True)
+               for k in ("window", "n_reference", "permutations")},
+            "design": None if d.get("design") is None else read_text(d["design"], "monitoring['drift']['design']",
+                                                                     300),
         }
     if m.get("phi") is not None:
         p = read_mapping(m["phi"], "monitoring['phi']")

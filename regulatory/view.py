@@ -4,11 +4,14 @@ banner, table) that the HTML template and the PDF renderer both draw, so the two
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from regulatory.formatting import ci_text, fmt, fmt_ci, pair_text
 from regulatory.labeling import OUTLINE
 from regulatory.sections import LOWER_IS_BETTER, NOT_RECORDED, SPLITS, SUMMARY_KEYS
 from regulatory.view_blocks import cell, table_block
+from regulatory.view_clinical import bias_audit_blocks, error_analysis_blocks
 from regulatory.view_evidence import (
     DEV_KEY_WARNING,
     champion_blocks,
@@ -23,8 +26,9 @@ from regulatory.view_evidence import (
 _RISK_TONE = {"acceptable": "good", "needs review": "warn", "unacceptable": "bad"}
 
 
-def view_model(doc: dict) -> dict:
-    """Titles, banners and sections as generic blocks (h, p, note, list, banner, table) both renderers draw."""
+def view_model(doc: dict, figures: Mapping[str, bytes] | None = None) -> dict:
+    """Titles, banners and sections as generic blocks (h, p, note, list, banner, table, figure) both renderers
+    draw; figures: {file name: PNG bytes} of the charts the document lists (`regulatory.clinical_evidence`)."""
     p, dev, data, perf, gate = (doc[k] for k in ("packet", "device", "data", "performance", "gate"))
     rejected = p["status"] == "rejected"
     verdict = doc["pccp"]["verdict"]
@@ -63,6 +67,8 @@ def view_model(doc: dict) -> dict:
         "data": _data_blocks(data),
         "performance": _performance_blocks(perf),
         "gate": _gate_blocks(gate, rejected),
+        "errors": error_analysis_blocks(doc["error_analysis"], figures),
+        "bias": bias_audit_blocks(doc["bias_audit"], figures),
         "risk": _risk_blocks(doc["risk_analysis"], rejected),
         "pccp": pccp_blocks(doc["pccp"]),
         "champion": champion_blocks(doc["champion"]),

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from model_core.artifacts import BIAS_AUDIT, BIAS_PLOT  # re-exported for callers
 from model_core.chexpert import CRITICAL_FINDINGS, LABEL_INDEX, binarize
 from model_core.data.iu_xray import group_studies, load_iu_xray
 from model_core.evaluation.baseline import dataset_paths
@@ -39,8 +40,6 @@ from model_core.stats import percentile_ci, resample_weights, sensitivity_specif
 
 TOO_FEW = "too few to estimate"
 NOT_STATED = "not stated"
-BIAS_AUDIT = "bias_audit.json"
-BIAS_PLOT = "bias_audit_sensitivity.png"
 # MeSH headings (lower case) of the IU X-ray annotation that make a study an edge case.
 EDGE_CASES = {
     "implants / devices": ("catheters, indwelling", "implanted medical device", "medical device", "tube, inserted",

@@ -35,7 +35,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from model_core.artifacts import PREDICTIONS
+from model_core.artifacts import (  # file names live in the one table; re-exported here for callers
+    CONFUSION_PLOT,
+    ERROR_ANALYSIS,
+    ERROR_SUMMARY,
+    EXAMPLES_PLOT,
+    PREDICTIONS,
+    PREVALENCE_PLOT,
+    QUALITY_PLOT,
+)
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS, LABEL_INDEX, binarize
 from model_core.data.images import load_images
 from model_core.data.iu_xray import group_studies, load_iu_xray
@@ -54,12 +62,6 @@ ERROR_CATEGORIES = (MISSED, HALLUCINATED, LATERALITY, SEVERITY, INCOMPLETE)
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 QUALITY_STATISTICS = ("exposure", "contrast")
 
-ERROR_ANALYSIS = "error_analysis.json"      # per study, with study ids (internal: MLflow)
-ERROR_SUMMARY = "error_summary.json"        # aggregates only (packet)
-CONFUSION_PLOT = "error_confusion_critical.png"
-PREVALENCE_PLOT = "error_rate_vs_prevalence.png"
-EXAMPLES_PLOT = "error_examples.png"        # images with heatmaps (internal: MLflow, never the packet)
-QUALITY_PLOT = "error_vs_image_quality.png"
 
 _SIDE = re.compile(r"\b(left|right|bilateral(?:ly)?|both)\b")
 _GRADE = {"trace": 1, "minimal": 1, "tiny": 1, "mild": 1, "small": 1, "moderate": 2, "large": 3, "severe": 3,

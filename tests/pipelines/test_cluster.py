@@ -22,8 +22,8 @@ def compiled(tmp_path_factory):
 def test_compiled_pipeline_has_every_step_and_the_gate_condition(compiled):
     spec = compiled[0]
     names = set(spec["components"])
-    for step in ("validate-data", "eda", "train", "train-baseline", "evaluate", "gate", "export", "regulatory-packet",
-                 "register-model"):
+    for step in ("validate-data", "eda", "train", "train-baseline", "evaluate", "gate", "clinical-evidence", "export",
+                 "regulatory-packet", "register-model"):
         assert f"comp-{step}" in names
     text = json.dumps(spec)
     assert "gate-passed" in text and "gate-failed" in text and "triggerPolicy" in text
@@ -58,7 +58,7 @@ def test_the_dataset_uri_reaches_the_first_step_and_its_copy_every_data_step(com
     assert uri == {"defaultValue": "", "isOptional": True, "parameterType": "STRING"}   # "": the config's data
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["validate-data"]["inputs"]["parameters"]["dataset_uri"]["componentInputParameter"] == "dataset_uri"
-    for step in ("eda", "train", "train-baseline", "evaluate", "export", "regulatory-packet"):
+    for step in ("eda", "train", "train-baseline", "evaluate", "clinical-evidence", "export", "regulatory-packet"):
         dataset = tasks[step]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
         assert dataset == {"outputArtifactKey": "dataset", "producerTask": "validate-data"}, step
 
@@ -81,6 +81,21 @@ def test_baseline_trains_beside_the_model_and_feeds_evaluate(compiled):
     assert set(tasks["evaluate"]["dependentTasks"]) == {"validate-data", "train", "train-baseline"}  # + its data
     assert set(tasks["evaluate"]["inputs"]["artifacts"]) == {"dataset", "model", "baseline"}
     assert "config_json" in tasks["export"]["inputs"]["parameters"]
+
+
+def test_clinical_evidence_runs_after_evaluate_beside_the_gate_and_feeds_the_packet(compiled):
+    spec, platform = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    evidence = tasks["clinical-evidence"]
+    assert set(evidence["dependentTasks"]) == {"validate-data", "train", "evaluate"}       # not the gate
+    assert set(evidence["inputs"]["artifacts"]) == {"dataset", "model", "evaluation"}
+    assert spec["components"]["comp-clinical-evidence"]["outputDefinitions"]["artifacts"]["evidence"]
+    packet = tasks["regulatory-packet"]
+    assert packet["inputs"]["artifacts"]["evidence"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "evidence", "producerTask": "clinical-evidence"}
+    assert {"clinical-evidence", "gate", "export"} <= set(packet["dependentTasks"])
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-clinical-evidence"]
+    assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"mlflow-credentials", "s3-credentials"}
 
 
 def test_only_train_requests_a_gpu(compiled):

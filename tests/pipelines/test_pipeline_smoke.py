@@ -64,7 +64,7 @@ def test_passing_gate_promotes_to_champion(pipeline_runs):
     assert passing["gate"]["passed"] and passing["registered"]["status"] == "champion"
     assert "champion" in passing["registered"]["aliases"]
     assert set(passing["steps_seconds"]) >= {"validate_data", "eda", "train", "train_baseline", "evaluate", "export",
-                                             "regulatory_packet"}
+                                             "clinical_evidence", "regulatory_packet"}
     assert (Path(passing["baseline_dir"]) / BASELINE_SUMMARY).is_file()
     assert json.loads((root / "pass.json").read_text())["model_dir"] == passing["model_dir"]
     assert str(latest_model_dir(root / "pass")) == passing["model_dir"]          # what the benchmarks default to
@@ -91,14 +91,18 @@ def test_run_has_lineage_params_metrics_and_artifacts(pipeline_runs):
     assert "stage2.train.loss_report" in run.data.metrics and "eval.BLEU-4.ci_low" in run.data.metrics
     top = {a.path for a in client.list_artifacts(passing["mlflow_run_id"])}
     # the model: an MLflow 3 logged model, not a run artifact
-    assert {"evaluation", "eda", "validation", "baseline", "onnx", "packet", "gate"} <= top
+    assert {"evaluation", "eda", "validation", "baseline", "onnx", "packet", "gate", "evidence"} <= top
 
 
 def test_packet_download_verifies_hashes(pipeline_runs, tmp_path):
     uri, passing, *_ = pipeline_runs
     path = models.download_packet(uri, "smoke-model", passing["registered"]["version"], tmp_path, verify=verify_packet)
     with zipfile.ZipFile(path) as z:
-        assert {"packet.pdf", "packet.html", "packet.json", "SHA256SUMS"} <= set(z.namelist())
+        assert {"packet.pdf", "packet.html", "packet.json", "SHA256SUMS", "bias_audit_sensitivity.png"} <= \
+            set(z.namelist()) and "error_examples.png" not in z.namelist()
+        doc = json.loads(z.read("packet.json"))
+    assert doc["error_analysis"]["status"] == doc["bias_audit"]["status"] == "included"
+    assert doc["monitoring"]["drift"]["method"].startswith("MMD")          # the monitor's own check, measured
 
 
 def test_registered_model_loads_in_a_fresh_process(pipeline_runs, tmp_path):

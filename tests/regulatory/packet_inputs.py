@@ -4,9 +4,12 @@ shared by the tests of regulatory/."""
 from __future__ import annotations
 
 import copy
+import io
 import re
 import zipfile
 from pathlib import Path
+
+from PIL import Image, ImageDraw
 
 from model_core.chexpert import CHEXPERT_LABELS, CRITICAL_FINDINGS
 from model_core.config import GateConfig
@@ -146,6 +149,103 @@ def make_gate(passed: bool) -> dict:
                        "specificity_floor": 0.6, "gate_on_ci_lower_bound": True, "min_positives": 10}}
 
 
+CATEGORIES = ("missed_finding", "hallucinated_finding", "wrong_laterality", "severity_mismatch",
+              "incomplete_description")
+FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
+
+
+def make_error_summary() -> dict:
+    """ERROR_SUMMARY in the shape `model_core.evaluation.error_analysis.analyse_errors` writes (382 studies)."""
+    by_finding = {}
+    for i, finding in enumerate(FINDINGS):
+        positives = 3 * i
+        counts = dict(zip(CATEGORIES, (i, 2 * i % 7, i % 2, i % 3, i % 4)))
+        by_finding[finding] = {"positives": positives, "prevalence": positives / 382, **counts,
+                               "miss_rate": counts["missed_finding"] / positives if positives else None,
+                               "false_alarm_rate": counts["hallucinated_finding"] / (382 - positives),
+                               "error_rate": sum(counts.values()) / 382}
+    correlation = {"correlation": ci(-0.12, -0.21, -0.02), "mean_with_error": 0.41, "mean_without_error": 0.44}
+    return {
+        "studies": 382, "studies_with_errors": 205, "study_error_rate": ci(0.537, 0.487, 0.586),
+        "categories": {c: {"studies": 10 + k, "errors": 12 + k, "study_rate": ci((10 + k) / 382, 0.01, 0.05)}
+                       for k, c in enumerate(CATEGORIES)},
+        "by_finding": by_finding,
+        "confusion_critical": {f: {"tp": 5, "fn": 7, "fp": 3, "tn": 367} for f in CRITICAL_FINDINGS},
+        "truth": "study label vectors (MeSH-derived for IU X-ray); uncertain counted positive",
+        "definitions": {c: f"definition of {c.replace('_', ' ')}" for c in CATEGORIES},
+        "image_quality": {"statistics": {"exposure": "mean grey level of the model input in [0, 1]",
+                                         "contrast": "RMS contrast: standard deviation of the grey levels in [0, 1]"},
+                          "any_error": {"exposure": correlation, "contrast": correlation},
+                          "missed_finding": {"exposure": correlation, "contrast": correlation}},
+    }
+
+
+def _subgroup(studies: int, positives: int, sensitivity: float | None, below: bool | None) -> dict:
+    if studies < 30:
+        return {"positives": positives, "negatives": studies - positives, "estimate": "too few to estimate"}
+    return {"positives": positives, "negatives": studies - positives, "threshold": 0.1, "flag_rate": 0.4,
+            "sensitivity": "too few to estimate" if sensitivity is None else sensitivity,
+            "sensitivity_ci": None if sensitivity is None else [max(sensitivity - 0.2, 0.0),
+                                                                min(sensitivity + 0.1, 1.0)],
+            "specificity": 0.7, "specificity_ci": [0.65, 0.75], "below_threshold": below}
+
+
+def make_bias_audit(flagged: bool = False) -> dict:
+    """BIAS_AUDIT in the shape `model_core.evaluation.bias_audit.bias_audit` writes; `flagged`: one subgroup's
+    fracture sensitivity below the gate's minimum."""
+    def groups(sizes: dict) -> dict:
+        return {g: {"studies": n, "findings": {f: _subgroup(n, 12 if n >= 100 else 4,
+                                                            (0.75 if flagged and f == "Fracture" else 1.0)
+                                                            if n >= 100 else None,
+                                                            flagged and f == "Fracture" if n >= 100 else None)
+                                               for f in CRITICAL_FINDINGS}} for g, n in sizes.items()}
+    gap = {"value": 0.08, "ci_low": 0.02, "ci_high": 0.15, "n_boot": 1000}
+    attributes = {
+        "sex": {"counts": {"F": 120, "M": 100, "not stated": 162},
+                "groups": groups({"F": 120, "M": 100, "not stated": 162}),
+                "fairness": {f: {"groups_compared_parity": ["F", "M"], "groups_compared_odds": ["F", "M"],
+                                 "demographic_parity_difference": gap, "equalized_odds_difference": gap}
+                             for f in CRITICAL_FINDINGS}},
+        "age band": {"counts": {"not stated": 382}, "groups": groups({"not stated": 382}),
+                     "fairness": {f: {"groups_compared_parity": [], "groups_compared_odds": [],
+                                      "demographic_parity_difference": "too few to estimate",
+                                      "equalized_odds_difference": "too few to estimate"} for f in CRITICAL_FINDINGS}},
+        "implants / devices": {"counts": {"no": 360, "yes": 22}, "groups": groups({"no": 360, "yes": 22}),
+                               "fairness": {}},
+    }
+    return {"studies": 382, "attributes": attributes,
+            "flagged": [{"attribute": "sex", "group": g, "finding": "Fracture", "sensitivity": 0.75, "positives": 12,
+                         "threshold": 0.98} for g in ("F", "M")] if flagged else [],
+            "age": "age stated for 0 of 382 studies (IU X-ray redacts age): no age band can be estimated",
+            "sex": "sex stated for 220 of 382 studies",
+            "settings": {"sensitivity_min": 0.98, "min_positives": 10, "min_group": 30, "n_boot": 1000, "seed": 0,
+                         "ci": "Wilson 95 % (rates); percentile bootstrap 95 % (gaps)",
+                         "predictions": "detection head at the validation-chosen operating thresholds"},
+            "edge_cases": {"implants / devices": ["catheters, indwelling", "medical device"]}}
+
+
+def chart_png(colour: str = "#3b6ea8", size: tuple[int, int] = (320, 200)) -> bytes:
+    """A small chart-like PNG (bars on white) standing in for a matplotlib figure."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for k in range(4):
+        draw.rectangle([20 + 70 * k, size[1] - 30 - 35 * k, 70 + 70 * k, size[1] - 20], fill=colour)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+EVIDENCE_FIGURE_NAMES = ("error_confusion_critical.png", "error_rate_vs_prevalence.png", "error_vs_image_quality.png",
+                         "bias_audit_sensitivity.png")
+
+
+def make_evidence(flagged: bool = False) -> dict:
+    """PacketInputs fields of a run whose clinical_evidence step ran: error_summary, bias_audit, figures."""
+    return {"error_summary": make_error_summary(), "bias_audit": make_bias_audit(flagged),
+            "figures": {name: chart_png(colour) for name, colour in zip(EVIDENCE_FIGURE_NAMES, (
+                "#3b6ea8", "#c0392b", "#27ae60", "#8e44ad"))}}
+
+
 def make_inputs(passed: bool = True, **overrides) -> PacketInputs:
     fields = dict(
         run_id="run-20251128-0324", model_name="rrg-demo", model_version="0.1.0+544817a", created=CREATED,
@@ -162,6 +262,7 @@ def make_inputs(passed: bool = True, **overrides) -> PacketInputs:
                               "threshold": 0.05, "drift_detected": False},
                     "phi": {"passed": True, "checks_run": 6, "method": "DICOM header + OCR screen"}},
         sbom=copy.deepcopy(SBOM), model_files=dict(MODEL_FILES), test_separation=dict(SEPARATION),
+        **make_evidence(),
     )
     fields.update(overrides)
     return PacketInputs(**fields)

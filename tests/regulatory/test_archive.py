@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from packet_inputs import make_inputs, read_zip, rewrite_zip
+from packet_inputs import EVIDENCE_FIGURE_NAMES, make_inputs, read_zip, rewrite_zip
 
 import regulatory.archive as archive
 from model_core import signing
@@ -21,13 +21,13 @@ def test_packet_has_its_files_hashes_and_signature_and_verifies(packets):
     path = packets["pass"]
     assert path.name == "510k_packet_rrg-demo_v0.1.0+544817a.zip"
     files = read_zip(path)
-    assert list(files) == ["packet.json", "packet.html", "packet.pdf", "sbom.cdx.json", "SHA256SUMS",
-                           "SHA256SUMS.sig"]
+    assert list(files) == ["packet.json", "packet.html", "packet.pdf", "sbom.cdx.json", *sorted(EVIDENCE_FIGURE_NAMES),
+                           "SHA256SUMS", "SHA256SUMS.sig"]
     assert files["packet.pdf"].startswith(b"%PDF")
     result = verify_packet(path)
     assert result["ok"] and result["decision"] == "promote" and result["model_version"] == "0.1.0+544817a"
     lines = files["SHA256SUMS"].decode().splitlines()
-    assert len(lines) == 4  # every file but the manifest and its signature
+    assert len(lines) == 8  # every file but the manifest and its signature (the 4 charts included)
     for line in lines:
         digest, name = line.split("  ")
         assert hashlib.sha256(files[name]).hexdigest() == digest == result["files"][name]
@@ -154,11 +154,11 @@ def test_a_configured_key_signs_as_a_release_key(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, message", [
     (lambda lines: lines[:1] + ["not a sums line"] + lines[1:], r"SHA256SUMS: line 2 is not '<sha256>  <file>'"),
-    (lambda lines: lines + [lines[0]], r"SHA256SUMS: packet\.html is listed more than once \(line 5\)"),
+    (lambda lines: lines + [lines[0]], r"SHA256SUMS: bias_audit_sensitivity\.png is listed more than once \(line 9\)"),
     (lambda lines: [ln for ln in lines if not ln.endswith("packet.pdf")],
      r"packet\.pdf: required, but not listed in SHA256SUMS.*packet\.pdf: in the archive but not listed"),
-    (lambda lines: [ln.upper() if ln.endswith("packet.json") else ln for ln in lines], r"line 2 is not"),
-    (lambda lines: lines + [lines[0].split("  ")[0] + "  ../../etc/passwd"], r"line 5 is not"),
+    (lambda lines: [ln.upper() if ln.endswith("packet.json") else ln for ln in lines], r"line 6 is not"),
+    (lambda lines: lines + [lines[0].split("  ")[0] + "  ../../etc/passwd"], r"line 9 is not"),
     (lambda lines: lines + [lines[0].split("  ")[0] + "  SHA256SUMS.sig"], r"it is the manifest or its signature"),
 ])
 def test_malformed_duplicate_and_unlisted_sums_entries_are_refused(packets, tmp_path, change, message):
@@ -197,7 +197,7 @@ def test_same_inputs_give_byte_identical_packets(packets, tmp_path):
 
 
 def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch):
-    def broken(doc):
+    def broken(doc, *figures):
         raise RuntimeError("renderer crashed")
 
     monkeypatch.setattr(archive, "render_pdf", broken)

@@ -122,7 +122,7 @@ def test_versions_not_recorded_without_provenance(tmp_path):
     assert versions == {"recorded": False, "python": "not recorded", "model_core": "not recorded",
                         "git_commit": "not recorded", "git_dirty": None, "packages": None}
     assert "Software versions were not recorded with this model" in html
-    section = html[html.index('<section id="section-10">'):html.index('<section id="section-11">')]
+    section = html[html.index('<section id="section-12">'):html.index('<section id="section-13">')]
     # Python, model_core, git commit, uncommitted changes, packages; plus the banner
     assert section.count("not recorded") == 6, section
     assert pdf.count("not recorded") >= 5 and "3.11.9" not in pdf

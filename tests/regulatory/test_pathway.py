@@ -30,7 +30,7 @@ def test_the_estar_manifest_says_why_a_section_does_not_apply(packets):
         assert rows[section]["status"] == "not applicable"
         assert rows[section]["detail"].startswith("not applicable because ")
     assert rows["Predetermined Change Control Plan"]["status"] == "included"
-    assert "Section 8" in rows["Predetermined Change Control Plan"]["detail"]
+    assert "Section 10" in rows["Predetermined Change Control Plan"]["detail"]
     assert rows["Cybersecurity (SBOM, threat model)"]["status"] == "partial"
     assert rows["Performance testing - clinical"]["status"] == "to be completed"
     assert "not applicable because the device has no patient-contacting materials" in pdf_strings(

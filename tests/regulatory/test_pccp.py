@@ -27,7 +27,7 @@ def _status(verdict: dict) -> dict[str, str]:
 def test_a_version_meeting_every_criterion_is_within_the_pccp():
     verdict = _verdict()
     assert verdict["within"] is True and verdict["verdict"] == "within the PCCP"
-    assert set(_status(verdict).values()) == {"met"} and len(verdict["criteria"]) == 4
+    assert set(_status(verdict).values()) == {"met"} and len(verdict["criteria"]) == 5
     assert verdict["statement"].startswith("WITHIN the PCCP")
 
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from packet_inputs import read_zip, rewrite_zip
+from packet_inputs import EVIDENCE_FIGURE_NAMES, read_zip, rewrite_zip
 
 from model_core import signing
 from rrg.cli import main
@@ -19,8 +19,8 @@ def test_verify_prints_the_files_and_the_signer(packets, capsys):
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert result["ok"] is True and set(result["files"]) == {"packet.json", "packet.html", "packet.pdf",
-                                                             "sbom.cdx.json"}
-    assert "4 files match SHA256SUMS" in err and "a DEVELOPMENT key" in err
+                                                             "sbom.cdx.json", *EVIDENCE_FIGURE_NAMES}
+    assert "8 files match SHA256SUMS" in err and "a DEVELOPMENT key" in err
 
 
 def test_verify_refuses_a_consistent_tamper_and_an_untrusted_key(packets, tmp_path, capsys):
