@@ -1,7 +1,9 @@
 """MLflow model registry: register every pipeline run's model, promote only past the safety gates.
 
 Aliases:  `champion` — the version served;  `previous-champion` — the one it replaced (rollback target);
-          `rejected` — the newest version that failed the gates (never served).
+          `rejected` — the newest version that failed the gates (never served);
+          `challenger` — the newest passing version while a champion serves (the first passing version becomes
+          champion directly); `shadow`, `ab` — its rollout stages (registry.rollout).
 Every version carries its gate results as tags; every alias move adds an audit entry (who, when, why)
 as a version tag `audit.<timestamp>`.
 """
@@ -23,14 +25,18 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
+from model_core.artifacts import MODEL_CARD
 from model_core.config import GenerationConfig, build_section
 from model_core.data.images import load_image
+from model_core.evaluation.gate_record import RECORD_DIR, GateRecordError, require_promoted
 from model_core.modeling.generation import generate_report
 from model_core.modeling.model_dir import load_model_dir
 
 log = logging.getLogger(__name__)
 
 CHAMPION, PREVIOUS, REJECTED = "champion", "previous-champion", "rejected"
+CHALLENGER, SHADOW, AB = "challenger", "shadow", "ab"   # rollout stages (registry.rollout); a passing version
+ROLLOUT_STAGES = (CHALLENGER, SHADOW, AB)                # waits as challenger while a champion serves
 
 
 class RegistryError(ValueError):
@@ -108,9 +114,16 @@ def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: di
         client.set_model_version_tag(name, version, key, json.dumps(
             {"value": check["value"], "gated": check.get("gated_value"), "threshold": check["threshold"],
              "passed": check["passed"]}))
-    if gate["passed"]:
-        _move_champion(client, name, version, "passed the clinical safety gates (pipeline)")
+    if gate["passed"] and _alias_version(client, name, CHAMPION) is None:
+        # The first passing version has no champion to be compared with: it becomes champion directly.
+        _move_champion(client, name, version, "passed the clinical safety gates (pipeline); first champion")
         status = "champion"
+    elif gate["passed"]:
+        # A champion exists: the new version waits as challenger for the rollout (registry.rollout).
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        client.set_model_version_tag(name, version, "status", CHALLENGER)
+        _audit(client, name, version, CHALLENGER, "passed the clinical safety gates (pipeline); awaits the rollout")
+        status = CHALLENGER
     else:
         client.set_registered_model_alias(name, REJECTED, version)
         client.set_model_version_tag(name, version, "status", "rejected")
@@ -129,6 +142,8 @@ def _move_champion(client, name: str, version: str, reason: str) -> None:
         client.set_registered_model_alias(name, PREVIOUS, current)
         _audit(client, name, current, "demote", f"replaced by version {version}")
     client.set_registered_model_alias(name, CHAMPION, version)
+    for stage in set(client.get_model_version(name, version).aliases) & set(ROLLOUT_STAGES):
+        client.delete_registered_model_alias(name, stage)     # the champion has left the rollout
     client.set_model_version_tag(name, version, "status", "champion")
     _audit(client, name, version, "promote", reason)
 
@@ -140,15 +155,84 @@ def _alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-def promote(tracking_uri: str, name: str, version: str, reason: str) -> dict:
-    """Manual promotion (audited). Refuses versions that failed the gates: those are never served."""
+def promote(tracking_uri: str, name: str, version: str, reason: str, trusted_keys=None) -> dict:
+    """Manual promotion (audited). Only a version whose run carries a signed gate decision that verifies, says
+    "promote" and matches the version's model files can become champion; tags (`gate.passed`, which anyone with
+    access to the MLflow server can set) are never read. trusted_keys: see `verify_version_gate`."""
     client = _client(tracking_uri)
     mv = _version(client, name, version)
-    if mv.tags.get("gate.passed") != "true":
-        raise RegistryError(f"{name} version {version} did not pass the clinical safety gates "
-                            f"({mv.tags.get('gate.reasons', 'no gate result')}); it cannot be promoted")
+    verify_version_gate(client, name, mv, trusted_keys)
     _move_champion(client, name, str(version), reason)
     return {"name": name, "version": str(version), "aliases": aliases_of(client, name, str(version))}
+
+
+def verify_version_gate(client, name: str, mv, trusted_keys=None) -> dict:
+    """The verified, passing signed gate decision of a registered version (RegistryError otherwise).
+
+    Downloads the run's `gate/` artifact and the version's model files into a temporary folder and checks them
+    with `model_core.evaluation.gate_record.require_promoted`. trusted_keys: {key_id: key} or None for
+    $RRG_TRUSTED_KEYS (else the local development key)."""
+    with tempfile.TemporaryDirectory(prefix="rrg-gate-") as tmp:
+        record_dir, model_dir = Path(tmp) / "record", Path(tmp) / "model"
+        try:
+            if not mv.run_id:
+                raise GateRecordError("the version has no run, so no signed gate decision")
+            try:
+                client.download_artifacts(mv.run_id, RECORD_DIR, str(record_dir))
+            except (MlflowException, OSError):
+                raise GateRecordError(f"its run has no `{RECORD_DIR}/` artifact with a signed gate decision") from None
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(model_dir))
+            return require_promoted(record_dir / RECORD_DIR, _model_files_root(model_dir), trusted_keys)
+        except GateRecordError as exc:
+            raise RegistryError(f"{name} version {mv.version} did not pass the clinical safety gates: {exc}; "
+                                "it cannot be promoted") from None
+        except MlflowException:
+            raise RegistryError(f"{name} version {mv.version}: its model files cannot be downloaded to check them "
+                                "against the signed gate decision") from None
+
+
+def _model_files_root(root: Path) -> Path:
+    """The model directory inside a downloaded version: MLflow keeps a pyfunc artifact directory under its own base
+    name (`artifacts/model` for the pipeline's KFP Model, `artifacts/model_dir` elsewhere), so it is the shallowest
+    directory holding the model card (the rule serving uses); the download itself when none does."""
+    cards = sorted(root.rglob(MODEL_CARD), key=lambda p: len(p.parts))
+    return cards[0].parent if cards else root
+
+
+# Audit actions that explain each alias: the version an alias points to must have, as its latest audit entry of
+# these, one of them. An alias not listed needs an audit entry whose action is the alias's own name.
+ALIAS_AUDIT_ACTIONS = {CHAMPION: ("promote", "rollback"), PREVIOUS: ("demote",), REJECTED: ("reject",)}
+
+
+def reconcile_aliases(tracking_uri: str, name: str) -> list[dict]:
+    """Alias moves the audit trail does not explain (made outside `rrg`, e.g. one REST call to MLflow).
+
+    Returns [{alias, version, latest_audit_action, problem}], empty when every alias agrees with its version's
+    audit trail; also flags a champion whose version was rejected by the gate. Read-only: it alerts, the
+    operator decides (`rrg registry reconcile` exits 1 when the list is not empty)."""
+    client = _client(tracking_uri)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    found = []
+    for alias, version in sorted((model.aliases or {}).items()):
+        mv = client.get_model_version(name, str(version))
+        audit = sorted((json.loads(v) for k, v in mv.tags.items() if k.startswith("audit.")),
+                       key=lambda entry: str(entry.get("at", "")))
+        allowed = ALIAS_AUDIT_ACTIONS.get(alias, (alias,))
+        latest = audit[-1]["action"] if audit else None
+        problem = None
+        if latest not in allowed:
+            problem = (f"alias {alias!r} points to version {version}, whose latest audit entry is "
+                       f"{latest or 'none'!r}, not {' or '.join(allowed)}: moved outside rrg")
+        elif alias == CHAMPION and (mv.tags.get("status") == "rejected" or mv.tags.get("gate.decision") == "reject"):
+            problem = f"alias {alias!r} points to version {version}, which the gate rejected"
+        if problem:
+            log.error("registry reconcile: %s", problem)
+            found.append({"alias": alias, "version": str(version), "latest_audit_action": latest,
+                          "problem": problem})
+    return found
 
 
 def rollback(tracking_uri: str, name: str, reason: str) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 from model_core.artifacts import BASELINE_WEIGHTS, METRICS
 from model_core.config import REPO_ROOT, ConfigError, load_config, resolve_path
 from model_core.data.manifest import DataError
+from rrg.rollout_cli import add_rollout_parser
 
 log = logging.getLogger("rrg")
 
@@ -221,6 +222,14 @@ def cmd_registry(args) -> int:
         _print_json(models.history(uri, args.model))
     elif args.registry_command == "promote":
         _print_json(models.promote(uri, args.model, args.version, args.reason))
+    elif args.registry_command == "reconcile":
+        unexplained = models.reconcile_aliases(uri, args.model)
+        _print_json(unexplained)
+        if unexplained:
+            print(f"ALERT: {len(unexplained)} alias move(s) of {args.model} have no audit entry (made outside "
+                  "rrg?): check them before serving", file=sys.stderr)
+            return 1
+        print(f"every alias of {args.model} agrees with its audit trail", file=sys.stderr)
     else:
         _print_json(models.rollback(uri, args.model, args.reason))
     return 0
@@ -266,7 +275,10 @@ def cmd_serve(args) -> int:
     serve(args.model, cfg.serving, host=args.host, port=args.port, pacs_url=args.pacs_url, backend=args.backend,
           precision=args.precision, triton_url=args.triton_url, allow_export_at_startup=args.allow_export_at_startup,
           audit_log=str(args.audit_log) if args.audit_log else None,
-          report_store=str(args.report_store) if args.report_store else None)
+          report_store=str(args.report_store) if args.report_store else None,
+          allow_ungated_model=args.allow_ungated_model, gate_record=args.gate_record,
+          monitoring=cfg.monitoring,   # the prediction log's URL (monitoring.log_url) comes from the config
+          rollout=cfg.rollout)         # a models:/NAME@ALIAS source is followed every rollout.watch_poll_s
     return 0
 
 
@@ -431,13 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                     required=True)
     for name, help_text in (("history", "versions, aliases, gate results, audit trail"),
                             ("promote", "make a gate-passing version champion"),
-                            ("rollback", "make previous-champion the champion again")):
+                            ("rollback", "make previous-champion the champion again"),
+                            ("reconcile", "alias moves with no audit entry (exit 1 when any)")):
         r = reg.add_parser(name, help=help_text)
         r.add_argument("--model", default="rrg-report-generator")
         r.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
         if name == "promote":
             r.add_argument("--version", required=True)
-        if name != "history":
+        if name in ("promote", "rollback"):
             r.add_argument("--reason", required=True, help="recorded in the audit trail")
         r.set_defaults(func=cmd_registry)
 
@@ -454,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--triton-url", default=None, help="Triton Inference Server (HOST:PORT) for --backend triton")
     srv.add_argument("--allow-export-at-startup", action="store_true", default=None,
                      help="development only: export the model to ONNX when it has none (else the pipeline does)")
+    srv.add_argument("--gate-record", type=Path, default=None, metavar="DIR",
+                     help="a model directory's signed gate decision (default: MODEL/gate/; a models:/ version "
+                          "brings its run's)")
+    srv.add_argument("--allow-ungated-model", action="store_true",
+                     help="development only, logged: serve a model whose signed gate decision is missing, invalid "
+                          "or reject (e.g. the demo model). Never for patients")
     srv.add_argument("--audit-log", type=Path, default=None, help="append-only JSONL audit log")
     srv.add_argument("--report-store", type=Path, default=None,
                      help="SQLite file of generated reports (default runs/serving/reports.sqlite3)")
@@ -505,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     m_sched.add_argument("--out", type=Path, default=Path("monitoring-pipeline.yaml"))
     m_sched.set_defaults(func=cmd_monitor_schedule)
 
+    add_rollout_parser(sub, with_config)
     packet = sub.add_parser("packet", help="510(k) packets").add_subparsers(dest="packet_command", required=True)
     p_dl = packet.add_parser("download", help="fetch a version's packet and verify its hashes and signature")
     p_dl.add_argument("--model", default="rrg-report-generator")

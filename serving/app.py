@@ -36,7 +36,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from model_core.config import MonitoringConfig, ServingConfig
+from model_core.config import MonitoringConfig, RolloutConfig, ServingConfig
 from model_core.prediction_log import PredictionLog
 from serving.auth import AuthConfigError, Authenticator, load_tokens
 from serving.automation import AutomationControl
@@ -46,6 +46,7 @@ from serving.http_errors import install_error_handlers
 from serving.ingest import PacsClient
 from serving.logs import RedactUidFilter, configure_logging
 from serving.middleware import ServiceMiddleware
+from serving.model_swap import follow_alias
 from serving.report_text import render_text
 from serving.routes import admin, feedback, health, heatmaps, reports, reports_read
 from serving.schemas import UploadOptions
@@ -62,7 +63,9 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                decode_dicom: Callable | None = None, audit_log: str | os.PathLike | None = None,
                report_store: str | os.PathLike | None = None, allow_anonymous: bool = False,
                config: ServingConfig | None = None, monitoring: MonitoringConfig | None = None,
-               prediction_log: str | None = None, **config_overrides) -> FastAPI:
+               prediction_log: str | None = None, allow_ungated_model: bool = False,
+               gate_record: str | os.PathLike | None = None, alias_poll_s: float | None = None,
+               **config_overrides) -> FastAPI:
     """The FastAPI app. The model is loaded when the app starts (lifespan), not here.
 
     model_source: a model directory or `models:/NAME@ALIAS`; `model` injects an already loaded model instead
@@ -79,6 +82,11 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     monitoring / prediction_log: the `monitoring:` section (its log_url and retention_days) and an override of the
     prediction log's location (SQLite path or SQLAlchemy URL); default $RRG_PREDICTION_LOG, else monitoring.log_url.
     The same database holds the automation switch (serving.automation).
+    gate_record / allow_ungated_model: where a model directory's signed gate decision is (default
+    <model_dir>/gate/), and the development-only switch to serve a model without a passing one (logged; see
+    serving.backends.loading). A registry version brings its run's decision.
+    alias_poll_s: follow a `models:/NAME@ALIAS` source, looking every alias_poll_s seconds; a move is hot-swapped
+    in (serving.model_swap; `rrg serve` passes rollout.watch_poll_s). None: the loaded model is kept.
     """
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
@@ -100,14 +108,26 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
         audit_path=Path(audit_log or os.environ.get("RRG_AUDIT_LOG") or config.audit_log),
         report_store_path=str(report_store or os.environ.get("RRG_REPORT_STORE") or config.report_store),
         prediction_log_url=prediction_log_url(monitoring, prediction_log),
-        log_retention_days=(monitoring or MonitoringConfig()).retention_days)
+        log_retention_days=(monitoring or MonitoringConfig()).retention_days,
+        allow_ungated_model=allow_ungated_model, gate_record=str(gate_record) if gate_record is not None else None)
+
+    def load_version(uri: str) -> LoadedModel:
+        return load_configured_model(uri, config, allow_ungated_model=allow_ungated_model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.start()
+        watcher = None
+        if alias_poll_s is not None and model_source is not None:
+            # `models:/NAME@ALIAS`: follow the alias (a promotion or rollback is hot-swapped in, the old model
+            # drained; serving.model_swap); None for a fixed source (a directory, NAME/VERSION)
+            watcher = await follow_alias(str(model_source), load_version, service.swap_model, service.model.version,
+                                         alias_poll_s)
         try:
             yield
         finally:
+            if watcher is not None:
+                await watcher.stop()
             await service.stop()
 
     app = FastAPI(
@@ -148,7 +168,8 @@ def prediction_log_url(monitoring: MonitoringConfig | None = None, override: str
 
 def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, *, tokens: str | None = None,
           log_level: str = "info", allow_anonymous: bool = False, monitoring: MonitoringConfig | None = None,
-          **overrides) -> None:
+          allow_ungated_model: bool = False, gate_record: str | os.PathLike | None = None,
+          rollout: RolloutConfig | None = None, **overrides) -> None:
     """Run the service with uvicorn (blocking; one process: the model and the batcher live in it).
 
     model_source: a model directory or models:/NAME@ALIAS (MLflow registry from MLFLOW_TRACKING_URI).
@@ -160,6 +181,8 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     (ReportStoreError) and the model (ModelSourceError; RuntimeErrors); each carries a message meant for the
     user (`error: <message>`). The prediction log and the automation switch (`monitoring.log_url`, or
     $RRG_PREDICTION_LOG) are opened before the port opens too (PredictionLogError / AutomationStateError).
+    The model must carry a passing signed gate decision (gate_record: a model directory's, default
+    <model_dir>/gate/); allow_ungated_model=True (development only, logged at WARNING) serves one without.
     """
     config = serving_config(config, **overrides)
     configure_logging(log_level)
@@ -173,9 +196,11 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     log_url = prediction_log_url(monitoring)
     PredictionLog(log_url).close()
     AutomationControl(log_url).close()
-    model = load_configured_model(model_source, config)
+    model = load_configured_model(model_source, config, allow_ungated_model=allow_ungated_model,
+                                  gate_record=gate_record)
     app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, report_store=store_path,
-                     allow_anonymous=allow_anonymous, config=config, monitoring=monitoring, prediction_log=log_url)
+                     allow_anonymous=allow_anonymous, config=config, monitoring=monitoring, prediction_log=log_url,
+                     allow_ungated_model=allow_ungated_model, alias_poll_s=(rollout or RolloutConfig()).watch_poll_s)
     # access_log=False: uvicorn's access log prints URL paths, which hold study ids; ServiceMiddleware logs
     # the route template instead.
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False, workers=1)

@@ -67,6 +67,9 @@ class ServedStudy:
     latency_ms: float
     acquisition: dict
     images: list[tuple[torch.Tensor, str | None]] = field(default_factory=list)   # model input (1, H, W), view
+    # Which model answered and in which arm (role: champion, challenger for the A/B arm, shadow for a mirrored
+    # run); None: the writer's own identity. Set per study because the served model can change (hot swap).
+    identity: ModelIdentity | None = None
 
 
 class PredictionWriter:
@@ -152,9 +155,10 @@ class PredictionWriter:
             self._no_embedding = True
             self.metrics.prediction_log_failures.labels("no_embedding").inc()
             return
+        identity = study.identity or self.identity
         record = PredictionRecord(
-            study_hash=study_hash(study.study_id), created_at=study.created_at, model_name=self.identity.name,
-            model_version=self.identity.version, role=self.identity.role, report_id=study.report_id,
+            study_hash=study_hash(study.study_id), created_at=study.created_at, model_name=identity.name,
+            model_version=identity.version, role=identity.role, report_id=study.report_id,
             embedding=study.embedding, probabilities=np.clip(study.probabilities, 0.0, 1.0),
             text_labels=study.text_labels, review_required=study.review_required, review_reasons=study.review_codes,
             latency_ms=study.latency_ms, acquisition=study.acquisition)

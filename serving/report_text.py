@@ -6,7 +6,8 @@ DISCLAIMER = "AI-generated draft for radiologist review; not for autonomous diag
 
 
 def render_text(record: dict, template: str) -> str:
-    """A stored report record as text: `structured` (findings with confidences), `narrative` or `impression`."""
+    """A stored report record as text: `structured` (findings with confidences; `standard`, the seed's name, is
+    the same), `narrative` or `impression`."""
     response = record["response"]
     head = (f"{DISCLAIMER}\nModel {response['model_version']}. Report {response['report_id']}.")
     review = ""
@@ -15,7 +16,8 @@ def render_text(record: dict, template: str) -> str:
     impression = response["impression"] or "(no impression generated)"
     if template == "impression":
         return f"{head}\n\nIMPRESSION: {impression}{review}\n"
-    recs = response["recommendations"]
+    # a record stored while `recommendations` was itself the list has no recommendation_items
+    recs = response.get("recommendation_items", response["recommendations"])
     if template == "narrative":
         findings = record.get("findings_text") or "(no findings text generated)"
         body = f"FINDINGS: {findings}\n\nIMPRESSION: {impression}"

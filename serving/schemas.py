@@ -8,18 +8,39 @@ at most 64 characters), which covers DICOM UIDs, so a study id can be used as is
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 API = "/api/v1"                 # the path prefix of the report endpoints (the version of these models)
 ID_PATTERN = r"^[A-Za-z0-9.\-]{1,64}$"
 DICOM_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 
-View = Literal["PA", "AP", "Frontal", "Lateral", "LL", "RL"]
 FRONTAL_VIEWS = frozenset({"PA", "AP", "Frontal"})
 LATERAL_VIEWS = frozenset({"Lateral", "LL", "RL"})
-ReportTemplate = Literal["structured", "narrative", "impression"]
+# What clients send (case-insensitive; the seed's example writes "LATERAL") → the canonical view the service uses.
+# The canonical names keep the frontal/lateral slot notion of serving.studies.
+VIEW_SPELLINGS = {"PA": "PA", "AP": "AP", "FRONTAL": "Frontal",
+                  "LATERAL": "Lateral", "LAT": "Lateral", "LL": "LL", "RL": "RL"}
+
+
+def canonical_view(value):
+    """A view as sent (any case, surrounding blanks) → PA/AP/Frontal/Lateral/LL/RL. Non-strings are left to the
+    type check; an unknown name is an error listing the accepted ones (never echoing the input)."""
+    if not isinstance(value, str):
+        return value
+    canonical = VIEW_SPELLINGS.get(value.strip().upper())
+    if canonical is None:
+        raise ValueError(f"view must be one of {', '.join(VIEW_SPELLINGS)} (any case)")
+    return canonical
+
+
+View = Annotated[
+    Literal["PA", "AP", "Frontal", "Lateral", "LL", "RL"], BeforeValidator(canonical_view),
+    WithJsonSchema({"type": "string", "examples": ["PA", "LATERAL"], "description": (
+        "projection, case-insensitive: PA, AP or FRONTAL (frontal); LATERAL, LAT, LL or RL (lateral)")})]
+# "standard" is the seed's name for the default rendering; it is the structured one (serving.report_text).
+ReportTemplate = Literal["standard", "structured", "narrative", "impression"]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -30,7 +51,7 @@ class ImageRef(BaseModel):
     model_config = _STRICT
     series_uid: str = Field(pattern=DICOM_UID_PATTERN, max_length=64, description="SeriesInstanceUID")
     instance_uid: str = Field(pattern=DICOM_UID_PATTERN, max_length=64, description="SOPInstanceUID")
-    view: View = Field(description="projection: PA, AP or Frontal (frontal); Lateral, LL or RL (lateral)")
+    view: View
 
 
 class PriorStudy(BaseModel):
@@ -47,7 +68,7 @@ class PriorStudy(BaseModel):
             try:
                 return dt.date.fromisoformat(value)
             except ValueError:
-                raise ValueError(f"date must be an ISO date YYYY-MM-DD, got {value!r}") from None
+                raise ValueError("date must be an ISO date YYYY-MM-DD") from None
         return value
 
 
@@ -56,7 +77,17 @@ class ClinicalContext(BaseModel):
     age: int | None = Field(default=None, ge=0, le=130)
     sex: Literal["M", "F", "O", "U"] | None = None
     indication: str | None = Field(default=None, max_length=1000)
-    prior_studies: list[PriorStudy] = Field(default_factory=list, max_length=20)
+    prior_studies: list[PriorStudy] = Field(default_factory=list, max_length=20, description=(
+        "earlier studies: ISO date strings (\"2024-01-15\", as in the seed's example) or objects "
+        "{study_id, date, description}"))
+
+    @field_validator("prior_studies", mode="before")
+    @classmethod
+    def _dates_as_strings(cls, value):
+        # The seed's example sends bare date strings; they mean a prior study known only by its date.
+        if isinstance(value, list):
+            return [{"date": item} if isinstance(item, str) else item for item in value]
+        return value
 
     def prompt_context(self) -> dict:
         """The dict `model_core.tokenizer.build_prompt` reads (age, sex, indication, prior study dates)."""
@@ -112,12 +143,27 @@ class ReportResponse(BaseModel):
     report_id: str
     findings: list[Finding]
     impression: str
-    recommendations: list[str]
+    recommendations: str = Field(description="the recommendations as one text (the seed's shape); '' when none")
+    recommendation_items: list[str] = Field(default_factory=list, description="the same recommendations, one per item")
     processing_time_ms: float
     model_version: str
     requires_radiologist_review: bool
     review_reasons: list[str] = Field(
         default_factory=list, description="why review is required (finding names and numbers only, no PHI)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommendations_from_items(cls, data):
+        # Reports stored before recommendations became a string hold the list: read them in today's shape.
+        if isinstance(data, dict) and isinstance(data.get("recommendations"), list):
+            data = {**data, "recommendation_items": data["recommendations"],
+                    "recommendations": join_recommendations(data["recommendations"])}
+        return data
+
+
+def join_recommendations(items: list[str]) -> str:
+    """The recommendation items as the response's one text."""
+    return " ".join(item.strip() for item in items if item.strip())
 
 
 class FeedbackRequest(BaseModel):

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from model_core.chexpert import CHEXPERT_LABELS
 from model_core.config import ServingConfig
+from model_core.data.images import stack_views
 from model_core.data.validated import SignOff, ValidatedPool
 from model_core.labels.labeler import label_report
 from model_core.modeling.generation import structure_report
@@ -68,9 +69,11 @@ from serving.feedback import signed_off
 from serving.fhir import diagnostic_report
 from serving.heatmaps import HEATMAP_INPUTS, encode_inputs
 from serving.metrics import Metrics
+from serving.model_swap import ModelSlot
 from serving.prediction_logging import PredictionWriter, ServedStudy, model_identity
 from serving.qa import AUTOMATION_PAUSED, review, unsupported_critical
 from serving.report_text import render_text
+from serving.rollout_arms import RolloutArms
 from serving.schemas import (
     API,
     AutomationRequest,
@@ -82,8 +85,10 @@ from serving.schemas import (
     ReportRequest,
     ReportResponse,
     UploadOptions,
+    join_recommendations,
 )
 from serving.settings import parallelism
+from serving.shadow import ShadowRunner
 from serving.store import ReportStore
 from serving.studies import acquisition_metadata, check_study_id, choose, dicom_view, pacs_error, projection
 
@@ -101,11 +106,15 @@ class UploadedFile:
     data: bytes
 
 
-def load_configured_model(model_source: str | os.PathLike, config: ServingConfig) -> LoadedModel:
-    """The model as the `serving:` config says: backend, precision, export, intra-op threads, Triton."""
+def load_configured_model(model_source: str | os.PathLike, config: ServingConfig, *,
+                          allow_ungated_model: bool = False, gate_record: str | os.PathLike | None = None
+                          ) -> LoadedModel:
+    """The model as the `serving:` config says: backend, precision, export, intra-op threads, Triton. Refused
+    (ModelSourceError) without a passing signed gate decision unless allow_ungated_model (development only)."""
     return load_model(model_source, backend=config.backend, precision=config.precision,
                       allow_export_at_startup=config.allow_export_at_startup, threads=parallelism(config)[1],
-                      triton_url=config.triton_url, triton_model=config.triton_model)
+                      triton_url=config.triton_url, triton_model=config.triton_model,
+                      allow_ungated_model=allow_ungated_model, gate_record=gate_record)
 
 
 async def _in_thread(fn: Callable, *args):
@@ -114,7 +123,7 @@ async def _in_thread(fn: Callable, *args):
 
 
 @dataclass
-class ReportService:
+class ReportService(RolloutArms):
     config: ServingConfig
     model_source: str | None
     model: LoadedModel | None
@@ -133,13 +142,23 @@ class ReportService:
     writer: PredictionWriter | None = None
     automation: AutomationControl | None = None
     pool: ValidatedPool | None = None
+    slot: ModelSlot = field(default_factory=ModelSlot)   # in-flight inference per model (hot swap drains it)
+    challenger: LoadedModel | None = None    # A/B: answers its sticky share of studies (route); None: no A/B test
+    ab_share: float = 0.0
+    ab_salt: str = ""
+    shadow: ShadowRunner | None = None       # shadow mode: mirrored studies, off the response path
+    identities: dict = field(default_factory=dict)       # id(LoadedModel) → its prediction-log ModelIdentity
+    allow_ungated_model: bool = False        # development only: load a model without a passing signed gate decision
+    gate_record: str | None = None           # a model directory's signed gate decision (default <model_dir>/gate/)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Load the model (unless one was given), open the report store and the audit log, start the batcher."""
         if self.model is None:
-            self.model = await asyncio.to_thread(load_configured_model, self.model_source, self.config)
+            self.model = await asyncio.to_thread(functools.partial(
+                load_configured_model, self.model_source, self.config, allow_ungated_model=self.allow_ungated_model,
+                gate_record=self.gate_record))
         workers, threads = parallelism(self.config, self.model.backend.name)
         if self.model.backend.name == "torch":
             torch.set_num_threads(threads)                 # process-wide: the service runs one model
@@ -168,6 +187,7 @@ class ReportService:
                  self.config.max_queue, workers, "configured" if self.pacs is not None else "not configured")
 
     async def stop(self) -> None:
+        await self.stop_shadow()
         await self.batcher.close()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
@@ -219,7 +239,8 @@ class ReportService:
         if self.pacs is None:
             raise Unavailable(f"no PACS is configured for this service; upload the images to "
                               f"{API}/studies/{{study_id}}/report:upload instead")
-        wanted = [(request.images[i].series_uid, request.images[i].instance_uid) for i in chosen]
+        present = [i for i in chosen if i is not None]
+        wanted = [(request.images[i].series_uid, request.images[i].instance_uid) for i in present]
         try:
             blobs = await _in_thread(self.pacs.fetch_instances, study_id, wanted)
         except Exception as exc:  # noqa: BLE001 — pacs_error maps every PACS failure to a status without echoing it
@@ -231,9 +252,10 @@ class ReportService:
             tensor, meta = await self._decode_dicom(data, f"instance {instance} of series {series}")
             tensors.append(tensor)
             metas.append(meta)
-        views = [request.images[i].view for i in chosen]
-        return await self._generate(study_id, request, tensors, principal, received_at, views,
-                                    acquisition_metadata(metas[0], views[0]))
+        fetched = dict(zip(present, tensors))
+        views = [request.images[i].view for i in present]
+        return await self._generate(study_id, request, [fetched.get(i) for i in chosen], principal, received_at,
+                                    views, acquisition_metadata(metas[0], views[0]))
 
     async def report_from_files(self, study_id: str, options: UploadOptions, files: list[UploadedFile],
                                 principal: Principal | None, received_at: float) -> ReportResponse:
@@ -263,9 +285,11 @@ class ReportService:
             tensors.append(tensor)
             views.append(options.views[i] if options.views is not None else view)
         chosen = choose(views, self.model.max_views)
-        first = chosen[0]
-        return await self._generate(study_id, options, [tensors[i] for i in chosen], principal, received_at,
-                                    [views[i] for i in chosen], acquisition_metadata(metas[first], views[first]))
+        present = [i for i in chosen if i is not None]
+        first = present[0]
+        return await self._generate(study_id, options, [tensors[i] if i is not None else None for i in chosen],
+                                    principal, received_at, [views[i] for i in present],
+                                    acquisition_metadata(metas[first], views[first]))
 
     async def _decode_dicom(self, data: bytes, what: str) -> tuple[torch.Tensor, dict]:
         try:
@@ -278,18 +302,20 @@ class ReportService:
             raise
         return tensor, meta or {}
 
-    async def _generate(self, study_id: str, options: ReportRequest | UploadOptions, images: list[torch.Tensor],
+    async def _generate(self, study_id: str, options: ReportRequest | UploadOptions, images: list[torch.Tensor | None],
                         principal: Principal | None, received_at: float, views: list[str | None],
                         acquisition: dict) -> ReportResponse:
         """Run the model on the chosen images (through the batcher), structure and check the text, store the
         report, count it, audit it and hand it to the prediction log."""
-        loaded = self.model
-        study_images = torch.stack(images)                      # (K, 1, H, W)
+        loaded = self.route(study_id)   # this request's model from here on, even across a hot swap (model_swap)
+        # (K, 1, H, W): the model's view slots, a missing view marked as in training (`stack_views`)
+        study_images = stack_views(images, loaded.backend.image_size)
         context = options.clinical_context.prompt_context()
         if self.batcher is None:
             raise Unavailable("the model is not loaded yet")
+        self.slot.hold(loaded)
         try:
-            text, probs, embedding = await asyncio.wait_for(self.batcher.submit((study_images, context)),
+            text, probs, embedding = await asyncio.wait_for(self.batcher.submit((study_images, context, loaded)),
                                                             self.config.request_timeout_s)
         except asyncio.TimeoutError:
             raise TimedOut(f"inference did not finish within {self.config.request_timeout_s:.0f} s") from None
@@ -298,6 +324,8 @@ class ReportService:
         except QueueFull as exc:
             self.metrics.queue_rejections.inc()
             raise Overloaded(str(exc), exc.retry_after) from None
+        finally:
+            self.slot.release(loaded)
 
         def postprocess():
             structured = structure_report(text, probs, loaded.thresholds, options.confidence_threshold)
@@ -317,7 +345,8 @@ class ReportService:
             report_id=report_id,
             findings=[Finding(finding=f.finding, confidence=f.confidence, severity=f.severity, bounding_box=None,
                               is_critical=f.is_critical) for f in structured.findings],
-            impression=structured.impression, recommendations=structured.recommendations,
+            impression=structured.impression, recommendations=join_recommendations(structured.recommendations),
+            recommendation_items=structured.recommendations,
             processing_time_ms=round(1000 * (time.perf_counter() - received_at), 1), model_version=loaded.version,
             requires_radiologist_review=qa.requires_review, review_reasons=qa.reasons)
         record = {"response": response.model_dump(), "study_id": study_id,
@@ -345,15 +374,27 @@ class ReportService:
                 report_id=report_id, study_id=study_id, created_at=record["created"], probabilities=probs,
                 text_labels=[int(v) for v in text_labels], embedding=embedding, review_required=qa.requires_review,
                 review_codes=qa.codes, latency_ms=response.processing_time_ms, acquisition=acquisition,
-                images=list(zip(images, map(projection, views))) if self.pool is not None else []))
+                images=list(zip(images, map(projection, views))) if self.pool is not None else [],
+                identity=self.identities.get(id(loaded))))
+        if self.shadow is not None:             # a non-blocking put: nothing the shadow does reaches the caller
+            self.shadow.offer(report_id, study_id, study_images, context, options.confidence_threshold, acquisition)
         log.info("report %s study=%s views=%d findings=%d review=%s reasons=%s %.0f ms", report_id,
                  sha256_hex(study_id)[:12], len(images), len(structured.findings), qa.requires_review,
                  qa.kinds, response.processing_time_ms)
         return response
 
-    def infer(self, items: list[tuple[torch.Tensor, dict]]) -> list[tuple[str, np.ndarray]]:
-        """The batch function (worker thread): [(images (K,1,H,W), context)] → [(text, probs (14,), embedding)]."""
-        return generate_outputs(self.model.backend, [i for i, _ in items], [c for _, c in items])
+    def infer(self, items: list[tuple[torch.Tensor, dict, LoadedModel]]) -> list[tuple[str, np.ndarray]]:
+        """The batch function (worker thread): [(images (K,1,H,W), context, model)] → [(text, probs (14,),
+        embedding)]. Each item runs on the model it was submitted with: across a hot swap one batch can hold both."""
+        groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for i, (_, _, model) in enumerate(items):
+            groups.setdefault(id(model), (model, []))[1].append(i)
+        results: list = [None] * len(items)
+        for model, indices in groups.values():
+            outputs = generate_outputs(model.backend, [items[i][0] for i in indices], [items[i][1] for i in indices])
+            for i, out in zip(indices, outputs):
+                results[i] = out
+        return results
 
     def store(self, report_id: str, record: dict) -> None:
         self.reports.put(report_id, record)

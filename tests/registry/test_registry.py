@@ -39,6 +39,9 @@ def test_only_passing_versions_become_champion_and_rollback_restores(mlflow_uri,
     with pytest.raises(models.RegistryError, match="did not pass the clinical safety gates"):
         models.promote(mlflow_uri, name, bad["version"], "try anyway")
     v3 = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "c"), name, _gate(True))
+    assert v3["status"] == "challenger" and v3["aliases"] == ["challenger"]   # a champion serves: rollout first
+    # what the rollout's final step does (registry.rollout.promote, tested in test_rollout.py with signed records)
+    models._move_champion(mlflow.MlflowClient(mlflow_uri), name, v3["version"], "promoted through the rollout")
     hist = {h["version"]: h for h in models.history(mlflow_uri, name)}
     assert hist[v3["version"]]["aliases"] == ["champion"]
     assert hist[v1["version"]]["aliases"] == ["previous-champion"]

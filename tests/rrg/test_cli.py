@@ -31,3 +31,16 @@ def test_baseline_evaluate_without_a_trained_baseline_is_a_clear_error(tiny_iu, 
                  "--manifest", str(tiny_iu / "manifest.csv"), "--images-root", str(tiny_iu),
                  "--out", str(tmp_path / "eval")])
     assert code == 2 and "run `rrg baseline train --out" in capsys.readouterr().err
+
+
+def test_serve_takes_the_prediction_log_from_the_config(monkeypatch, tmp_path):
+    """`rrg serve --config` hands the config's monitoring section (its prediction-log URL) to the service, so a
+    deployment's log_url is used rather than the default."""
+    import serving.app
+
+    seen = {}
+    monkeypatch.setattr(serving.app, "serve", lambda model, config, **kw: seen.update(model=model, **kw))
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    assert main(["serve", "--config", str(SMOKE), "--set", f"monitoring.log_url={log_url}",
+                 "--model", str(tmp_path / "model")]) == 0
+    assert seen["model"] == str(tmp_path / "model") and seen["monitoring"].log_url == log_url

@@ -220,7 +220,7 @@ def test_report_from_pacs_fetches_only_the_frontal_image(tmp_path):
         assert finding == {"finding": "Small right pneumothorax.", "confidence": 0.9, "severity": "small",
                            "bounding_box": None, "is_critical": True}
         assert out["impression"] == "Small right pneumothorax."
-        assert any("pneumothorax" in rec for rec in out["recommendations"])
+        assert any("pneumothorax" in rec for rec in out["recommendation_items"])
         assert out["requires_radiologist_review"] is False and out["review_reasons"] == []
         got = c.get(f"/api/v1/reports/{out['report_id']}", headers=R)
         assert got.status_code == 200 and got.json() == out
@@ -344,7 +344,10 @@ def test_registry_source_downloads_the_champion_and_reports_its_version(tmp_path
         calls.append(("download", artifact_uri or f"runs:/{run_id}/{artifact_path}"))
         if artifact_uri:
             shutil.copytree(tiny_model_dir, Path(dst_path) / "artifacts" / "model_dir",
-                            ignore=shutil.ignore_patterns("onnx"))
+                            ignore=shutil.ignore_patterns("onnx", "gate"))
+            return dst_path
+        if artifact_path == "gate":      # the run's signed gate decision (the fixture's passing one)
+            shutil.copytree(tiny_model_dir / "gate", Path(dst_path) / "gate")
             return dst_path
         raise OSError("no onnx artifact")
 
@@ -356,7 +359,8 @@ def test_registry_source_downloads_the_champion_and_reports_its_version(tmp_path
     assert ("download", "models:/rrg-chest-xray/3") in calls      # pinned to the version, not the alias
     calls.clear()
     load_model("models:/rrg-chest-xray@champion", backend="torch", cache_dir=tmp_path / "cache")
-    assert not any(c[0] == "download" for c in calls)               # cached per version
+    # the model is cached per version; the signed gate decision is fetched (and verified) on every load
+    assert [c for c in calls if c[0] == "download"] == [("download", "runs:/run123/gate")]
 
 
 def test_bad_model_source_is_a_clear_error(tmp_path):
