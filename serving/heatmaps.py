@@ -36,9 +36,12 @@ FINDINGS = {label.lower().replace(" ", "-"): label for label in CHEXPERT_LABELS 
 
 
 def encode_inputs(images: torch.Tensor) -> list[str]:
-    """(K, 1, H, W) model inputs in [0, 1] → one base64 8-bit grey PNG per view (for the report record)."""
+    """(K, 1, H, W) model inputs in [0, 1] → one base64 8-bit grey PNG per present view (for the report record);
+    a missing view slot (all NaN) is skipped: heatmaps are drawn per view (`finding_heatmap`)."""
     out = []
     for view in images.detach().float().reshape(-1, *images.shape[-2:]):
+        if torch.isnan(view).all():
+            continue
         buffer = io.BytesIO()
         Image.fromarray(np.round(view.clamp(0, 1).numpy() * 255).astype(np.uint8), mode="L").save(buffer, "PNG")
         out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))

@@ -374,12 +374,13 @@ class ReportService(RolloutArms):
                 report_id=report_id, study_id=study_id, created_at=record["created"], probabilities=probs,
                 text_labels=[int(v) for v in text_labels], embedding=embedding, review_required=qa.requires_review,
                 review_codes=qa.codes, latency_ms=response.processing_time_ms, acquisition=acquisition,
-                images=list(zip(images, map(projection, views))) if self.pool is not None else [],
+                images=list(zip([im for im in images if im is not None], map(projection, views)))
+                if self.pool is not None else [],   # the study's images as given (views: the present slots')
                 identity=self.identities.get(id(loaded))))
         if self.shadow is not None:             # a non-blocking put: nothing the shadow does reaches the caller
             self.shadow.offer(report_id, study_id, study_images, context, options.confidence_threshold, acquisition)
         log.info("report %s study=%s views=%d findings=%d review=%s reasons=%s %.0f ms", report_id,
-                 sha256_hex(study_id)[:12], len(images), len(structured.findings), qa.requires_review,
+                 sha256_hex(study_id)[:12], len(views), len(structured.findings), qa.requires_review,
                  qa.kinds, response.processing_time_ms)
         return response
 
