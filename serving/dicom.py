@@ -206,6 +206,8 @@ def _decode_pixels(ds: Dataset, meta: dict) -> np.ndarray:
     tsyntax = ds.file_meta.TransferSyntaxUID
     if tsyntax.is_compressed:
         _check_compressed_frame(ds, tsyntax, meta)
+    else:
+        _check_native_length(ds, meta)
     # Pillow decodes 8-bit JPEG with the same libjpeg as `load_image`, so embedded JPEGs match it bit for bit
     # (pylibjpeg would decode them too, but with another IDCT and colour conversion).
     eight_bit_jpeg = tsyntax == JPEGBaseline8Bit or (tsyntax == JPEGExtended12Bit and (meta["bits_stored"] or 0) <= 8)
@@ -218,6 +220,17 @@ def _decode_pixels(ds: Dataset, meta: dict) -> np.ndarray:
     if arr.shape != expected:
         raise DicomInputError(f"decoded pixel array has shape {arr.shape}, expected {expected}")
     return arr
+
+
+def _check_native_length(ds: Dataset, meta: dict) -> None:
+    """Native pixel data must hold exactly Rows × Columns × samples × bytes per sample (plus DICOM's one pad byte
+    for an odd length): pydicom would silently drop the excess or fail on a shortfall."""
+    samples = _int(ds, "SamplesPerPixel") or 1
+    expected = meta["rows"] * meta["columns"] * samples * ((_int(ds, "BitsAllocated") or 8) // 8)
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + expected % 2):
+        raise DicomInputError(f"the pixel data holds {actual} bytes but Rows × Columns × samples × bytes per sample "
+                              f"is {expected}")
 
 
 def _check_compressed_frame(ds: Dataset, tsyntax, meta: dict) -> None:

@@ -266,7 +266,7 @@ class ReportService(RolloutArms):
             raise BadInput(f"request part: views has {len(options.views)} entries for {len(files)} files")
         tensors, views, metas = [], [], []
         for i, upload in enumerate(files):
-            what = f"files[{i}] ({upload.filename!r})"
+            what = f"files[{i}]"     # by position: a file name can carry identifiers (DOE_JOHN_MRN….png)
             kind = image_io.sniff(upload.data, upload.content_type)
             if kind is None:
                 raise UnsupportedMedia(f"{what}: not a DICOM, PNG or JPEG file (unrecognised content)")

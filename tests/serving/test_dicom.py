@@ -416,3 +416,17 @@ def test_decoders_for_the_supported_transfer_syntaxes_are_installed():
     for uid in (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
                 JPEG2000Lossless, JPEG2000, RLELossless):
         assert get_decoder(uid).is_available, f"no pixel decoder installed for {uid.name}"
+
+
+@pytest.mark.parametrize("extra", [2, 64, -2], ids=["two-bytes-more", "a-row-more", "short"])
+def test_native_pixel_data_must_match_the_header_exactly(dicom, extra):
+    """More pixel data than Rows × Columns × bytes (pydicom would drop the excess) or less is refused, naming sizes
+    only; the exact length and DICOM's odd-length pad byte are accepted."""
+    ds = _with_pixels(dicom.build(variant="16bit"), _ramp())
+    good = bytes(ds.PixelData)
+    assert _decode(dicom, ds) is not None
+    bad = copy.deepcopy(ds)
+    bad.PixelData = good + b"\0" * extra if extra > 0 else good[:extra]
+    with pytest.raises(DicomInputError, match=f"holds {len(good) + extra} bytes but .* is {len(good)}") as err:
+        _decode(dicom, bad)
+    assert err.value.status_code == 422

@@ -72,3 +72,4 @@ def test_a_two_view_model_is_served_both_views_and_lateral_only_studies(tmp_path
     assert sorted(map(tuple, views)) == [("Frontal", "Lateral"), ("Lateral",)]
     assert all(np.load(p).ndim == 2 for p in (tmp_path / "pool" / "pending").glob("*.npy"))
     assert ValidatedPool(tmp_path / "pool").root.is_dir()
+
