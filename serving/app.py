@@ -38,7 +38,7 @@ from fastapi import FastAPI
 
 from model_core.config import MonitoringConfig, RolloutConfig, ServingConfig
 from model_core.prediction_log import PredictionLog
-from serving.auth import AuthConfigError, Authenticator, load_tokens
+from serving.auth import AuditLog, AuthConfigError, Authenticator, load_tokens
 from serving.automation import AutomationControl
 from serving.backends import LoadedModel, ModelSourceError
 from serving.dicom import decode_dicom as default_decode_dicom
@@ -193,6 +193,7 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
     pacs = PacsClient(pacs_url) if pacs_url else None
     store_path = os.environ.get("RRG_REPORT_STORE") or config.report_store
     ReportStore(store_path, config.report_retention_days).close()       # fails here, before the port opens
+    AuditLog(os.environ.get("RRG_AUDIT_LOG") or config.audit_log).close()  # AuditError here, before the port opens
     log_url = prediction_log_url(monitoring)
     PredictionLog(log_url).close()
     AutomationControl(log_url).close()

@@ -110,16 +110,33 @@ class Authenticator:
         return self.tokens.get(sha256_hex(credentials.strip()))
 
 
+class AuditError(RuntimeError):
+    """The audit log cannot be opened or a record cannot be durably written: the work it would record is refused."""
+
+
 class AuditLog:
-    """Append-only JSONL audit trail (one JSON object per line, flushed per record)."""
+    """Append-only JSONL audit trail, failing closed.
+
+    Each record is one line written with one `write` on an O_APPEND descriptor, then fsync'ed before `record`
+    returns: an acknowledged record is on disk. A write that fails or lands short (full disk) is cut back to the
+    file's previous length, so no partial line is left, and raises AuditError; the log then reports itself failed
+    (`healthy`, `failure`) until a later record succeeds. The path is checked when the log opens (AuditError).
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # O_APPEND: every write lands at the end, even with several processes writing the same file.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self.failure: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND: every write lands at the end, even with several processes writing the same file.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise AuditError(f"cannot open the audit log {self.path}: {exc.strerror or type(exc).__name__}") from None
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None
 
     def record(self, event: str, who: str | None, study_id: str | None, status: int, model_version: str | None,
                report_id: str | None = None, requires_review: bool | None = None,
@@ -130,11 +147,23 @@ class AuditLog:
             "report_id": report_id, "model_version": model_version, "requires_review": requires_review,
             "status": status, **({"detail": detail} if detail else {}),
         }
-        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            before = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise OSError(28, "short write")      # ENOSPC-like: the line did not fit
+                os.fsync(self._fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(self._fd, before)          # no partial line is left behind
+                except OSError:
+                    pass                                    # nothing more can be done; the failure is reported
+                self.failure = f"audit write failed ({exc.strerror or type(exc).__name__})"
+                raise AuditError(self.failure) from None
+            self.failure = None
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            os.close(self._fd)

@@ -26,6 +26,9 @@ class Metrics:
         self.critical = Counter("rrg_critical_findings_total", "critical findings listed in generated reports",
                                 ["finding"], registry=self.registry)
         self.reports = Counter("rrg_reports_total", "reports generated", registry=self.registry)
+        self.audit_failures = Counter("rrg_audit_write_failures_total", "audit records that could not be written "
+                                      "(the request was refused when it had not been answered yet)",
+                                      registry=self.registry)
         self.flagged = Counter("rrg_review_flagged_reports_total", "reports flagged for radiologist review",
                                registry=self.registry)
         self.review_reasons = Counter("rrg_review_flags_total", "review reasons by kind (detector_only, text_only, "

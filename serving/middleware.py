@@ -103,7 +103,7 @@ class ServiceMiddleware:
                 event = _AUDITED_REFUSALS[needed] + (".refused" if status[0] < 500 else ".failed")
                 self.service.audit_event(event, state.get("principal"), study.group(1) if study else None,
                                          status[0], report.group(1) if report else None,
-                                         unauthenticated=status[0] == 401)
+                                         unauthenticated=status[0] == 401, required=False)
             metrics = self.service.metrics
             metrics.latency.labels(route).observe(seconds)
             metrics.requests.labels(route, str(status[0])).inc()

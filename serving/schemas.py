@@ -217,3 +217,6 @@ class ReadyResponse(BaseModel):
         "'active', or 'paused: <reason>' (every report is flagged for review; the service stays ready)"))
     prediction_log: str = Field(default="off", description=(
         "'ok …', 'off', or 'failing …' (reports continue; monitoring loses records; the service stays ready)"))
+    audit: str = Field(default="ok", description=(
+        "'ok', or 'failing …': a request whose audit record cannot be written is refused (503) and the service "
+        "is not ready until a probe record is written"))

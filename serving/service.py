@@ -48,7 +48,7 @@ from model_core.modeling.generation import structure_report
 from model_core.phi import find_phi
 from model_core.prediction_log import PredictionLog
 from serving import images as image_io
-from serving.auth import AuditLog, Authenticator, Principal, sha256_hex
+from serving.auth import AuditError, AuditLog, Authenticator, Principal, sha256_hex
 from serving.automation import AutomationControl, AutomationState, AutomationStateError
 from serving.backends import LoadedModel, load_model
 from serving.backends.base import generate_outputs
@@ -223,10 +223,11 @@ class ReportService(RolloutArms):
             log_state = "off (serving.log_predictions is false)" if self.prediction_log is not None else "off"
         # Neither state makes the service unready: paused reports are flagged, not refused, and a failing
         # prediction log degrades monitoring, not the drafts (serving.prediction_logging).
-        return ReadyResponse(ready=model_ok and pacs_ok, model="loaded" if model_ok else "not loaded",
+        audit_ok, audit_state = await _in_thread(self.audit_health)
+        return ReadyResponse(ready=model_ok and pacs_ok and audit_ok, model="loaded" if model_ok else "not loaded",
                              model_version=self.model.version if self.model else None,
                              backend=self.model.backend.name if self.model else None, pacs=pacs_state,
-                             automated_reports=paused, prediction_log=log_state)
+                             automated_reports=paused, prediction_log=log_state, audit=audit_state)
 
     # ------------------------------------------------------------------ writing reports
 
@@ -368,7 +369,11 @@ class ReportService(RolloutArms):
                 m.review_reasons.labels(kind).inc()
         if unsupported:
             m.unsupported_critical.inc()
-        self.audit_event("report.create", principal, study_id, 200, report_id, qa.requires_review)
+        try:
+            self.audit_event("report.create", principal, study_id, 200, report_id, qa.requires_review)
+        except Unavailable:
+            await _in_thread(self.reports.delete, report_id)   # an unaudited report is neither kept nor returned
+            raise
         if self.writer is not None:
             self.writer.submit(ServedStudy(
                 report_id=report_id, study_id=study_id, created_at=record["created"], probabilities=probs,
@@ -496,10 +501,10 @@ class ReportService(RolloutArms):
         except AutomationStateError as exc:
             raise Unavailable(f"{exc}; the state is unchanged") from None
         self.metrics.automation_paused.set(int(state.paused))
-        if self.audit is not None:
-            self.audit.record("automation.pause" if request.paused else "automation.resume", who, None, 200,
-                              self.model.version if self.model else None,
-                              detail={"paused": request.paused, "reason": request.reason})
+        # required=False: the switch has moved already, and a pause is itself a safety action that a full audit
+        # disk must not block (the failure is counted, logged and shown in /readyz)
+        self.audit_event("automation.pause" if request.paused else "automation.resume", principal, None, 200,
+                         required=False, detail={"paused": request.paused, "reason": request.reason})
         log.warning("automated reports %s by %s", "PAUSED" if request.paused else "resumed", who)
         return _automation_response(state)
 
@@ -510,16 +515,36 @@ class ReportService(RolloutArms):
 
     def audit_event(self, event: str, principal: Principal | None, study_id: str | None, status: int,
                     report_id: str | None = None, requires_review: bool | None = None,
-                    unauthenticated: bool = False) -> None:
-        """One audit record (who by token id, the study by SHA-256); a failed write is logged, never raised."""
+                    unauthenticated: bool = False, required: bool = True, detail: dict | None = None) -> None:
+        """One audit record (who by token id, the study by SHA-256), durably written (serving.auth.AuditLog).
+
+        Fails closed: when the record cannot be written the work it records is refused (Unavailable, 503), the
+        failure is counted and `/readyz` reports not ready. required=False (a refusal audited after its response
+        was sent) only counts and logs the failure."""
         if self.audit is None:
             return
         who = principal.token_id if principal else "unauthenticated" if unauthenticated or self.auth else "anonymous"
         try:
             self.audit.record(event, who, study_id, status,
-                              self.model.version if self.model else None, report_id, requires_review)
-        except OSError as exc:
-            log.error("audit log write failed: %s", type(exc).__name__)
+                              self.model.version if self.model else None, report_id, requires_review, detail)
+        except AuditError as exc:
+            self.metrics.audit_failures.inc()
+            log.error("%s: %s", exc, "request refused" if required else "after the response was sent")
+            if required:
+                raise Unavailable("the audit record of this request cannot be written; nothing was stored or "
+                                  "returned. Retry later; operators: see /readyz") from None
+
+    def audit_health(self) -> tuple[bool, str]:
+        """(healthy, state) of the audit log for /readyz. After a failure a probe record is tried, so the service
+        becomes ready again by itself once the disk is writable."""
+        if self.audit is None:
+            return False, "not open"
+        if self.audit.failure is not None:
+            try:
+                self.audit.record("audit.probe", "readiness", None, 200, None)
+            except AuditError:
+                return False, f"failing: {self.audit.failure} (requests are refused)"
+        return True, "ok"
 
 
 def parse_upload_options(raw: str | None) -> UploadOptions:

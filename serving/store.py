@@ -79,6 +79,10 @@ class ReportStore:
             return None
         return json.loads(row[0])
 
+    def delete(self, report_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM reports WHERE report_id = ?", (report_id,))
+
     def prune(self) -> int:
         """Delete the reports older than the retention period; returns how many."""
         with self._lock:
