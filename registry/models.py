@@ -25,12 +25,11 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
-from model_core.artifacts import MODEL_CARD
 from model_core.config import GenerationConfig, build_section
 from model_core.data.images import load_image
 from model_core.evaluation.gate_record import RECORD_DIR, GateRecordError, require_promoted
 from model_core.modeling.generation import generate_report
-from model_core.modeling.model_dir import load_model_dir
+from model_core.modeling.model_dir import find_model_dir, load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -182,21 +181,15 @@ def verify_version_gate(client, name: str, mv, trusted_keys=None) -> dict:
             except (MlflowException, OSError):
                 raise GateRecordError(f"its run has no `{RECORD_DIR}/` artifact with a signed gate decision") from None
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(model_dir))
-            return require_promoted(record_dir / RECORD_DIR, _model_files_root(model_dir), trusted_keys)
+            # the version's model directory (the download itself when no model card marks one)
+            files_root = find_model_dir(model_dir) or model_dir
+            return require_promoted(record_dir / RECORD_DIR, files_root, trusted_keys)
         except GateRecordError as exc:
             raise RegistryError(f"{name} version {mv.version} did not pass the clinical safety gates: {exc}; "
                                 "it cannot be promoted") from None
         except MlflowException:
             raise RegistryError(f"{name} version {mv.version}: its model files cannot be downloaded to check them "
                                 "against the signed gate decision") from None
-
-
-def _model_files_root(root: Path) -> Path:
-    """The model directory inside a downloaded version: MLflow keeps a pyfunc artifact directory under its own base
-    name (`artifacts/model` for the pipeline's KFP Model, `artifacts/model_dir` elsewhere), so it is the shallowest
-    directory holding the model card (the rule serving uses); the download itself when none does."""
-    cards = sorted(root.rglob(MODEL_CARD), key=lambda p: len(p.parts))
-    return cards[0].parent if cards else root
 
 
 # Audit actions that explain each alias: the version an alias points to must have, as its latest audit entry of

@@ -47,6 +47,18 @@ def save_model_dir(model: RadiologyMultimodalModel, out_dir: str | os.PathLike, 
     return out
 
 
+def find_model_dir(root: str | os.PathLike) -> Path | None:
+    """The model directory inside a downloaded registry version (an MLflow pyfunc keeps it under
+    `artifacts/<its base name>`): `artifacts/model_dir` when it holds a model card, else the shallowest directory
+    that holds one; None when none does."""
+    root = Path(root)
+    preferred = root / "artifacts" / "model_dir"
+    if (preferred / MODEL_CARD).is_file():
+        return preferred
+    cards = sorted(root.rglob(MODEL_CARD), key=lambda p: len(p.parts))
+    return cards[0].parent if cards else None
+
+
 def load_detection(model_dir: str | os.PathLike) -> dict:
     """Temperature and thresholds saved beside the model (defaults: T=1, 0.5)."""
     path = Path(model_dir) / DETECTION

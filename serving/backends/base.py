@@ -38,6 +38,7 @@ import torch
 from model_core.artifacts import EXPORT_CONFIG, MODEL_CARD
 from model_core.config import GenerationConfig
 from model_core.evaluation.gate_record import RECORD_DIR
+from model_core.modeling.model_dir import find_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _resolve_registry(uri: str, cache_dir: Path) -> ResolvedSource:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    model_dir = _find_model_dir(target / "model")
+    model_dir = find_model_dir(target / "model")
     if model_dir is None:
         raise ModelSourceError(f"{uri} (version {mv.version}) holds no model directory (no artifacts/model_dir "
                                f"with a {MODEL_CARD})")
@@ -229,9 +230,3 @@ def _fetch_gate_record(mv, target: Path) -> Path | None:
     return record
 
 
-def _find_model_dir(root: Path) -> Path | None:
-    preferred = root / "artifacts" / "model_dir"
-    if (preferred / MODEL_CARD).is_file():
-        return preferred
-    cards = sorted(root.rglob(MODEL_CARD), key=lambda p: len(p.parts))
-    return cards[0].parent if cards else None
