@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny IU-format datasets built from the embedded data."""
+"""Shared fixtures: tiny IU-format datasets built from the embedded data; the session's signing key."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from signing_keys import session_keys  # noqa: F401 — one signing key for the session (autouse)
 from tiny_models import tiny_model_config
 
 from model_core.data.manifest import EMBEDDED_ROOT

@@ -30,25 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "regulatory"))   # 
 from packet_inputs import make_inputs, read_zip, real_gate, rewrite_zip, strong_metrics  # noqa: E402
 
 from auditors.app import create_app  # noqa: E402
-from model_core import signing  # noqa: E402
 from registry import models, tracking  # noqa: E402
 from regulatory import build_packet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install_chromium.sh"
-_SIGNING_ENV = (signing.ENV_KEY, signing.ENV_KEY_FILE, signing.ENV_TRUSTED, signing.ENV_KEYS_DIR)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def session_keys(tmp_path_factory):
-    """$RRG_KEYS_DIR → a temporary folder (its development key signs the packets); configured keys unset."""
-    saved = {name: os.environ.pop(name, None) for name in _SIGNING_ENV}
-    os.environ[signing.ENV_KEYS_DIR] = str(tmp_path_factory.mktemp("keys"))
-    yield
-    for name, value in saved.items():
-        os.environ.pop(name, None)
-        if value is not None:
-            os.environ[name] = value
 
 
 def _register(uri: str, folder: Path, packet: Path, gate: dict) -> str:
