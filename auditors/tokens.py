@@ -2,6 +2,7 @@
 
     RRG_AUDITOR_TOKENS="<token>[:<scope>[+<scope>…]],<token>…"
 
+Parsed by `model_core.tokens` (the format every token list here shares; sites are not used by this page).
 A token listed without scopes holds `packet.read`; a token whose scopes do not include it is known but refused
 (403). Tokens are at least 16 characters of [A-Za-z0-9._~-] (`python -c "import secrets;
 print(secrets.token_urlsafe(32))"`); only their SHA-256 is kept, and a token is named in logs by `token_id` (the
@@ -14,20 +15,18 @@ stands for the token for `SESSION_SECONDS`. Sessions live in the process (one pr
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
-import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
+from model_core.tokens import parse_token_spec, token_digest, token_id
+
 PACKET_READ = "packet.read"
 ENV_TOKENS = "RRG_AUDITOR_TOKENS"
 SESSION_SECONDS = 8 * 3600
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~\-]{16,512}$")
-_SCOPE_RE = re.compile(r"^[a-z]+\.[a-z]+$")
 
 
 class TokenConfigError(ValueError):
@@ -44,27 +43,12 @@ class Principal:
         return PACKET_READ in self.scopes
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def parse_tokens(spec: str | None = None) -> dict[str, Principal]:
     """Token spec (default $RRG_AUDITOR_TOKENS) → {sha256(token): Principal}."""
     spec = os.environ.get(ENV_TOKENS, "") if spec is None else spec
-    table = {}
-    for position, entry in enumerate((e.strip() for e in spec.split(",")), start=1):
-        if not entry:
-            continue
-        token, _, scope_text = entry.partition(":")
-        if not _TOKEN_RE.match(token):
-            raise TokenConfigError(f"{ENV_TOKENS} entry {position}: a token must be 16-512 characters of "
-                                   "[A-Za-z0-9._~-]")
-        scopes = {s.strip() for s in scope_text.split("+")} if scope_text else {PACKET_READ}
-        if not all(_SCOPE_RE.match(s) for s in scopes):
-            raise TokenConfigError(f"{ENV_TOKENS} entry {position}: scopes are names like {PACKET_READ}, "
-                                   "joined with +")
-        table[_sha256(token)] = Principal(_sha256(token)[:16], frozenset(scopes))
-    return table
+    entries = parse_token_spec(spec, ENV_TOKENS, error=TokenConfigError)
+    return {token_digest(e.token): Principal(token_id(e.token), e.scopes or frozenset({PACKET_READ}))
+            for e in entries}
 
 
 class Gatekeeper:
@@ -79,7 +63,7 @@ class Gatekeeper:
     def check_token(self, token: str | None) -> Principal | None:
         if not token:
             return None
-        digest = _sha256(token.strip())
+        digest = token_digest(token.strip())
         # Every entry is compared in constant time, so the time taken does not reveal a near match.
         found = [p for known, p in self.tokens.items() if hmac.compare_digest(known, digest)]
         return found[0] if found else None
@@ -89,20 +73,20 @@ class Gatekeeper:
         with self._lock:
             now = time.monotonic()
             self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}   # drop expired ones
-            self._sessions[_sha256(session)] = (principal, now + self.session_seconds)
+            self._sessions[token_digest(session)] = (principal, now + self.session_seconds)
         return session
 
     def close_session(self, session: str | None) -> None:
         if session:
             with self._lock:
-                self._sessions.pop(_sha256(session), None)
+                self._sessions.pop(token_digest(session), None)
 
     def principal(self, bearer: str | None = None, session: str | None = None) -> Principal | None:
         if bearer:
             return self.check_token(bearer)
         if session:
             with self._lock:
-                found = self._sessions.get(_sha256(session))
+                found = self._sessions.get(token_digest(session))
             if found and found[1] > time.monotonic():
                 return found[0]
         return None

@@ -204,6 +204,8 @@ class ServingConfig:
     request_timeout_s: float = 120.0
     max_upload_bytes: int = 64 * 1024 * 1024
     max_files: int = 8
+    decode_budget_bytes: int = 1024 * 1024 * 1024  # images being decoded at once, estimated from their headers;
+                                                   # beyond it 503 + Retry-After (docs/serving.md, Limits)
     pacs_url: str | None = None         # DICOMweb root of the PACS (default: $RRG_PACS_URL)
     pacs_timeout_s: float = 5.0
     report_store: str = "runs/serving/reports.sqlite3"   # SQLite file of generated reports; ":memory:" = this
@@ -223,7 +225,7 @@ class ServingConfig:
             problems.append("serving.triton_url is required with serving.backend=triton")
         if not 0 < self.port < 65536:
             problems.append(f"serving.port must be 1-65535, got {self.port}")
-        for key in ("max_batch", "max_queue", "max_upload_bytes", "max_files"):
+        for key in ("max_batch", "max_queue", "max_upload_bytes", "max_files", "decode_budget_bytes"):
             if getattr(self, key) < 1:
                 problems.append(f"serving.{key} must be ≥ 1, got {getattr(self, key)}")
         for key in ("threads", "workers"):

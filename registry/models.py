@@ -42,6 +42,18 @@ class RegistryError(ValueError):
     """A registry request that cannot be honoured; the message says why."""
 
 
+# MLflow's error codes for a call the server (its basic-auth app, or a proxy) refused for the caller's credentials
+_REFUSALS = {"UNAUTHENTICATED": "no or wrong credentials", "PERMISSION_DENIED": "the user lacks the permission"}
+
+
+def _raise_if_refused(exc: MlflowException) -> None:
+    """A refusal for want of credentials is said as such, never mistaken for a missing model or alias."""
+    reason = _REFUSALS.get(getattr(exc, "error_code", None))
+    if reason:
+        raise RegistryError(f"the MLflow server refused the request ({reason}): set MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD to a user with access to the model") from None
+
+
 # --------------------------------------------------------------------------- pyfunc flavour
 
 class ReportGeneratorModel(mlflow.pyfunc.PythonModel):
@@ -93,12 +105,18 @@ def _audit(client, name: str, version: str, action: str, reason: str) -> None:
     client.set_model_version_tag(name, version, f"audit.{stamp}", json.dumps(entry))
 
 
-def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: dict) -> dict:
-    """Register a version tagged with its gate results; promote it to champion only when the gate passed."""
+def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: dict, trusted_keys=None) -> dict:
+    """Register a version tagged with its gate results; promote it to champion only when the gate passed.
+
+    `gate` (the gate step's output) decides only the tags and a rejection: a version it calls passing becomes
+    champion (the first one) or challenger only after its run's signed gate decision verifies, says "promote" and
+    matches the version's model files (`verify_version_gate`; trusted_keys as there). A version whose record does
+    not is tagged `status=refused`, audited, and RegistryError is raised: a forged or edited dict moves no alias."""
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        _raise_if_refused(exc)
         client.create_registered_model(name, description="Chest X-ray report generator (drafting aid)")
     if model_uri.startswith("models:/"):
         mv = mlflow.register_model(model_uri, name)  # MLflow 3 logged model (models:/m-…): resolves its source
@@ -113,6 +131,8 @@ def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: di
         client.set_model_version_tag(name, version, key, json.dumps(
             {"value": check["value"], "gated": check.get("gated_value"), "threshold": check["threshold"],
              "passed": check["passed"]}))
+    if gate["passed"]:
+        _require_signed_pass(client, name, client.get_model_version(name, version), trusted_keys)
     if gate["passed"] and _alias_version(client, name, CHAMPION) is None:
         # The first passing version has no champion to be compared with: it becomes champion directly.
         _move_champion(client, name, version, "passed the clinical safety gates (pipeline); first champion")
@@ -129,6 +149,18 @@ def register(tracking_uri: str, run_id: str, model_uri: str, name: str, gate: di
         _audit(client, name, version, "reject", "; ".join(gate["reasons"])[:2000])
         status = "rejected"
     return {"name": name, "version": version, "status": status, "aliases": aliases_of(client, name, version)}
+
+
+def _require_signed_pass(client, name: str, mv, trusted_keys) -> None:
+    """The signed record must confirm a passing gate dict before any alias moves (RegistryError otherwise)."""
+    try:
+        verify_version_gate(client, name, mv, trusted_keys)
+    except RegistryError as exc:
+        client.set_model_version_tag(name, mv.version, "status", "refused")
+        _audit(client, name, mv.version, "refuse", f"the gate output says passed, but {exc}"[:2000])
+        log.error("registry: %s version %s refused: its signed gate decision does not confirm the pass",
+                  name, mv.version)
+        raise
 
 
 def aliases_of(client, name: str, version: str) -> list[str]:
@@ -150,7 +182,8 @@ def _move_champion(client, name: str, version: str, reason: str) -> None:
 def _alias_version(client, name: str, alias: str) -> str | None:
     try:
         return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
+    except MlflowException as exc:
+        _raise_if_refused(exc)
         return None
 
 
@@ -206,7 +239,8 @@ def reconcile_aliases(tracking_uri: str, name: str) -> list[dict]:
     client = _client(tracking_uri)
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        _raise_if_refused(exc)
         raise RegistryError(f"no registered model named {name!r}") from None
     found = []
     for alias, version in sorted((model.aliases or {}).items()):
@@ -247,7 +281,8 @@ def rollback(tracking_uri: str, name: str, reason: str) -> dict:
 def _version(client, name: str, version: str):
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as exc:
+        _raise_if_refused(exc)
         raise RegistryError(f"model {name!r} has no version {version}") from None
 
 
@@ -257,6 +292,7 @@ def history(tracking_uri: str, name: str) -> list[dict]:
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException as exc:
+        _raise_if_refused(exc)
         raise RegistryError(f"cannot read model {name!r}: {exc}") from None
     if not versions:
         raise RegistryError(f"no registered model named {name!r}")
@@ -300,7 +336,8 @@ def download_champion_packet(tracking_uri: str, name: str, out_dir: str | os.Pat
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        _raise_if_refused(exc)
         return None
     champion = _alias_version(client, name, CHAMPION)
     if champion is None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,9 +36,16 @@ EXPERIMENT = "radiology-report-generator"
 class MlflowServer:
     """`mlflow server` on 127.0.0.1 with a sqlite backend and an artifact store: a local directory by default,
     or S3 (`s3://bucket/prefix`, through boto3; endpoint and credentials from the usual AWS / MLflow variables
-    such as MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID) when `artifacts` or $RRG_MLFLOW_ARTIFACTS names one."""
+    such as MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID) when `artifacts` or $RRG_MLFLOW_ARTIFACTS names one.
 
-    def __init__(self, root: str | os.PathLike, port: int | None = None, artifacts: str | None = None):
+    auth_config: a basic-auth configuration (`write_basic_auth_config`): the server then runs MLflow's basic-auth
+    app (`--app-name basic-auth`), so every API call, the artifact proxy included, needs a user's credentials
+    (clients: $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD); `/health` stays open. The admin user's
+    password comes from $MLFLOW_AUTH_ADMIN_PASSWORD on the first start (a secret, never a literal)."""
+
+    def __init__(self, root: str | os.PathLike, port: int | None = None, artifacts: str | None = None,
+                 auth_config: str | os.PathLike | None = None):
+        self.auth_config = Path(auth_config).resolve() if auth_config is not None else None
         self.root = Path(root).resolve()
         self.artifacts = artifacts or os.environ.get("RRG_MLFLOW_ARTIFACTS") or str(self.root / "artifacts")
         if "://" in self.artifacts and not self.artifacts.startswith("s3://"):
@@ -53,6 +61,11 @@ class MlflowServer:
                "--artifacts-destination", self.artifacts, "--serve-artifacts", "--workers", "1"]
         logfile = open(self.root / "server.log", "ab")
         env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+        if self.auth_config is not None:
+            cmd += ["--app-name", "basic-auth"]
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_config)
+            # the app's CSRF key: the deployment's secret when set, else one for this server's lifetime only
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
         self.process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -85,6 +98,24 @@ class MlflowServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def write_basic_auth_config(path: str | os.PathLike, admin_username: str = "admin") -> Path:
+    """An MLflow basic-auth configuration at `path`: users and permissions in a sqlite database beside it; every
+    authenticated user may read, and only a resource's creator (the pipeline's user owns its experiments, runs and
+    registered models) or a user granted EDIT/MANAGE may change it, so an alias move needs those credentials; the
+    admin is `admin_username` (password: $MLFLOW_AUTH_ADMIN_PASSWORD at the server's first start)."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[mlflow]\n"
+                    "default_permission = READ\n"
+                    f"database_uri = sqlite:///{path.parent / 'basic_auth.db'}\n"
+                    f"admin_username = {admin_username}\n"
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                    # a checked password is remembered for 60 s per worker (PBKDF2 on every call is slow); a
+                    # password change reaches other workers within that time
+                    "auth_cache_ttl_seconds = 60\n")
+    return path
 
 
 def _free_port() -> int:

@@ -1,8 +1,9 @@
 """Bearer-token authentication with scopes, and the append-only audit log.
 
-Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=...)`):
+Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=...)`), in the format of
+`model_core.tokens` (parsed there, one way for every service):
 
-    RRG_API_TOKENS="<token>[:<scope>[+<scope>…]][,<scope>…],<token>…"
+    RRG_API_TOKENS="<token>[:<scope>[+<scope>…][:site=<site>]][,<scope>…],<token>…"
 
 - entries are comma-separated; an entry `TOKEN` alone holds every scope but `service.admin`, which a token
   gets only by naming it (least privilege for the switch that changes every report);
@@ -15,6 +16,12 @@ Tokens come from the environment variable RRG_API_TOKENS (or `create_app(tokens=
   `/healthz`, `/readyz`, `/metrics` and the OpenAPI document need no token (they carry no PHI);
 - a token is at least 16 characters of [A-Za-z0-9._~-]
   (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`).
+
+Access model (`may_access`): per-site tenancy. `TOKEN:scopes:site=<site>` (or `TOKEN::site=<site>` with the
+default scopes) binds a token to a site; a report keeps the site of the token that created it, and a token of
+another site is answered 404, as for an unknown report (a 403 would confirm that the report exists). Either every
+token names a site or none does: tokens without sites are a single-site deployment, where every `report.read`
+token reads every report of the service.
 
 A token is identified in logs and the audit log only by `token_id`: the first 16 hex digits of its SHA-256.
 Requests without a valid token get 401 (with `WWW-Authenticate: Bearer`), with a valid token lacking the
@@ -31,16 +38,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from model_core.tokens import parse_token_spec, token_digest, token_id
+
 SCOPES = ("report.write", "report.read", "report.feedback", "service.admin")
 DEFAULT_SCOPES = ("report.write", "report.read", "report.feedback")      # a token listed without scopes
 ENV_TOKENS = "RRG_API_TOKENS"
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~\-]{16,512}$")
 
 
 class AuthConfigError(ValueError):
@@ -51,10 +58,7 @@ class AuthConfigError(ValueError):
 class Principal:
     token_id: str
     scopes: frozenset[str]
-
-
-def token_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+    site: str | None = None     # None: a single-site deployment (module docstring, `may_access`)
 
 
 def sha256_hex(text: str) -> str:
@@ -63,28 +67,14 @@ def sha256_hex(text: str) -> str:
 
 def parse_tokens(spec: str) -> dict[str, Principal]:
     """RRG_API_TOKENS text → {sha256(token): Principal}. See the module docstring for the format."""
-    entries: list[tuple[str, set[str]]] = []
-    for position, raw in enumerate(item.strip() for item in spec.split(",")):
-        if not raw:
-            continue
-        if raw in SCOPES and entries and entries[-1][1]:
-            entries[-1][1].add(raw)          # a scope continuing the previous token's list
-            continue
-        token, _, scope_text = raw.partition(":")
-        if not _TOKEN_RE.match(token):
-            raise AuthConfigError(f"{ENV_TOKENS} entry {position + 1}: a token must be 16-512 characters of "
-                                  "[A-Za-z0-9._~-]" + (f"; {raw!r} is a scope name with no token before it"
-                                                       if raw in SCOPES else ""))
-        scopes = {s.strip() for s in scope_text.split("+")} if scope_text else set()
-        unknown = sorted(scopes - set(SCOPES))
-        if unknown:
-            raise AuthConfigError(f"{ENV_TOKENS} entry {position + 1}: unknown scope(s) {unknown}; "
-                                  f"known: {list(SCOPES)}")
-        entries.append((token, scopes))
-    out: dict[str, Principal] = {}
-    for token, scopes in entries:
-        out[sha256_hex(token)] = Principal(token_id(token), frozenset(scopes or DEFAULT_SCOPES))
-    return out
+    entries = parse_token_spec(spec, ENV_TOKENS, known_scopes=SCOPES, allow_site=True, error=AuthConfigError)
+    with_site = [e.position for e in entries if e.site is not None]
+    if with_site and len(with_site) != len(entries):
+        without = next(e.position for e in entries if e.site is None)
+        raise AuthConfigError(f"{ENV_TOKENS} entry {without}: names no site while others do; in a multi-site "
+                              "deployment every token names its site (one without would read every site's reports)")
+    return {token_digest(e.token): Principal(token_id(e.token), e.scopes or frozenset(DEFAULT_SCOPES), e.site)
+            for e in entries}
 
 
 def load_tokens(tokens: str | dict | None) -> dict[str, Principal]:
@@ -97,6 +87,14 @@ def load_tokens(tokens: str | dict | None) -> dict[str, Principal]:
     return parse_tokens(tokens)
 
 
+def may_access(principal: Principal | None, report_site: str | None) -> bool:
+    """Whether `principal` may see a report created under `report_site` (per-site tenancy, module docstring).
+
+    No principal (a service without tokens, development only) and a token without a site (a single-site
+    deployment) see every report; a token with a site sees only the reports created under that site."""
+    return principal is None or principal.site is None or principal.site == report_site
+
+
 class Authenticator:
     def __init__(self, tokens: dict[str, Principal]):
         self.tokens = tokens
@@ -107,7 +105,7 @@ class Authenticator:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             return None
-        return self.tokens.get(sha256_hex(credentials.strip()))
+        return self.tokens.get(token_digest(credentials.strip()))
 
 
 class AuditError(RuntimeError):

@@ -133,6 +133,22 @@ def parse_dicom(data: bytes) -> Dataset:
     return ds
 
 
+def decoded_bytes(data: bytes) -> int | None:
+    """The memory decoding this Part 10 file takes, from its header alone (pixels not read): Rows × Columns ×
+    (2 × samples × bytes per sample for the pixel data and its array + 32 for the float64 modality/VOI steps and
+    the float32 image). None when there is no readable Part 10 header with dimensions (decode_dicom refuses such
+    bytes before it decodes any pixel)."""
+    if len(data) < 132 or data[128:132] != b"DICM" or _DEFLATED_UID in _file_meta_region(data):
+        return None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        samples, allocated = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+    except Exception:  # noqa: BLE001 — untrusted bytes: decode_dicom reports what is wrong with them
+        return None
+    return max(rows, 0) * max(cols, 0) * (2 * samples * max(1, -(-allocated // 8)) + 32)
+
+
 def _file_meta_region(data: bytes) -> bytes:
     """The file meta group's bytes (from its group length), or the first 4 KiB after 'DICM' if that is unusable."""
     if data[132:136] == b"\x02\x00\x00\x00" and data[136:138] == b"UL":

@@ -8,6 +8,23 @@ client's 404, a decoder's 415). Messages are meant for the client: they name wha
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from serving import schemas
+
+# A message fit for an error body: an id or value a message quotes can never make it long, and a Python object's
+# repr (`<urllib3.connection.HTTPConnection object at 0x7f…>`, from a library's exception text) never reaches it.
+MAX_DETAIL_CHARS = 600
+MAX_LISTED_ERRORS = 20
+_OBJECT_REPR = re.compile(r"<[^<>]{0,300}? at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+# Where FastAPI says an invalid value was; every other location element must be a name the API defines.
+_LOCATIONS = frozenset({"body", "path", "query", "header", "cookie"})
+UNKNOWN_NAME = "(unknown name)"
+
 
 class ServiceError(Exception):
     """Base class; the message is the client's `detail`."""
@@ -90,24 +107,62 @@ def status_of(exc: BaseException, default: int) -> int:
     return code if isinstance(code, int) and 400 <= code < 600 else default
 
 
-def describe_validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
-    """Pydantic errors → one sentence naming each field, and the list without the offending input values."""
+def client_message(text: str) -> str:
+    """`text` as an error body may carry it: object reprs and memory addresses replaced, at most MAX_DETAIL_CHARS."""
+    text = _ADDRESS.sub("0x…", _OBJECT_REPR.sub("<object>", str(text)))
+    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS - 14] + "… (truncated)"
+
+
+def _schema_names() -> frozenset[str]:
+    """Every field name and alias of the API's models (serving.schemas)."""
+    names = set()
+    for model in vars(schemas).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                names.update(n for n in (name, info.alias) if n)
+    return frozenset(names)
+
+
+API_NAMES = _schema_names()
+
+
+def _message(error: dict) -> str:
+    """Pydantic's message, unless it quotes the input (a few error types do): then only the error type."""
+    if error.get("type") == "extra_forbidden":
+        return "unknown field (not part of the API)"
+    msg, value = str(error.get("msg", "")), error.get("input")
+    quoted = isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) >= 3
+    if quoted and str(value) in msg:
+        return f"invalid value ({error.get('type')})"
+    return msg[:200]
+
+
+def describe_validation_errors(errors: list[dict], names: Iterable[str] = ()) -> tuple[str, list[dict]]:
+    """Pydantic errors → one sentence naming each field, and the list (location, message, type) without the
+    offending input values. A location element that is not a name the API defines (an unknown key the client
+    sent, a dict key) is replaced by UNKNOWN_NAME; `names` adds the route's parameter names. At most
+    MAX_LISTED_ERRORS are listed."""
+    known = API_NAMES | _LOCATIONS | set(names)
     clean, parts = [], []
-    for e in errors:
-        loc = [str(p) for p in e.get("loc", ())]
+    for e in errors[:MAX_LISTED_ERRORS]:
+        loc = [str(p) if isinstance(p, int) or p in known else UNKNOWN_NAME for p in e.get("loc", ())]
         where = ".".join(loc) or "body"
-        msg = "unknown field (not part of the API)" if e.get("type") == "extra_forbidden" else e.get("msg", "")
+        msg = _message(e)
         parts.append(f"{where}: {msg}")
         clean.append({"loc": loc, "msg": msg, "type": e.get("type")})
-    return "; ".join(parts), clean
+    if len(errors) > MAX_LISTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_LISTED_ERRORS} more error(s)")
+    return client_message("; ".join(parts)), clean
 
 
-def invalid_input(errors: list[dict], prefix: str = "") -> BadInput:
+def invalid_input(errors: list[dict], prefix: str = "", names: Iterable[str] = ()) -> BadInput:
     """The error for pydantic validation errors: MalformedInput when the JSON itself is broken, else BadInput
-    naming each field (`prefix` says which part of the request, e.g. "request part: ")."""
+    naming each field (`prefix` says which part of the request, e.g. "request part: "; `names`: see
+    describe_validation_errors)."""
     json_errors = [e for e in errors if e.get("type") == "json_invalid"]
     if json_errors:
         ctx = json_errors[0].get("ctx") or {}
-        reason = ctx.get("error") or json_errors[0].get("msg", "")
-        return MalformedInput(f"{prefix}malformed JSON: {reason}")
-    return BadInput(f"{prefix}{describe_validation_errors(errors)[0]}")
+        # the JSON decoder's reason (a position and what it expected), never the text around it
+        reason = str(ctx.get("error") or json_errors[0].get("msg", ""))[:200]
+        return MalformedInput(client_message(f"{prefix}malformed JSON: {reason}"))
+    return BadInput(f"{prefix}{describe_validation_errors(errors, names)[0]}")

@@ -29,6 +29,15 @@ class Metrics:
         self.audit_failures = Counter("rrg_audit_write_failures_total", "audit records that could not be written "
                                       "(the request was refused when it had not been answered yet)",
                                       registry=self.registry)
+        self.store_failures = Counter("rrg_report_store_failures_total", "report-store reads and writes that "
+                                      "failed (the request was answered 503)", registry=self.registry)
+        self.decode_in_flight = Gauge("rrg_decode_bytes_in_flight", "estimated memory of the images being decoded now "
+                                      "(bytes, from their headers; serving.decode_budget_bytes caps it)",
+                                      registry=self.registry)
+        self.decode_peak = Gauge("rrg_decode_bytes_peak", "the most decode memory ever reserved at once (bytes)",
+                                 registry=self.registry)
+        self.decode_budget_rejections = Counter("rrg_decode_budget_rejections_total", "requests refused with 503 "
+                                                "because the decode budget was taken", registry=self.registry)
         self.flagged = Counter("rrg_review_flagged_reports_total", "reports flagged for radiologist review",
                                registry=self.registry)
         self.review_reasons = Counter("rrg_review_flags_total", "review reasons by kind (detector_only, text_only, "

@@ -220,3 +220,6 @@ class ReadyResponse(BaseModel):
     audit: str = Field(default="ok", description=(
         "'ok', or 'failing …': a request whose audit record cannot be written is refused (503) and the service "
         "is not ready until a probe record is written"))
+    store: str = Field(default="ok", description=(
+        "'ok', or 'failing …': the report store failed a read, a write or its quick_check; new reports are refused "
+        "(503) before inference, and the service is not ready until a re-check passes"))

@@ -48,7 +48,8 @@ from model_core.modeling.generation import structure_report
 from model_core.phi import find_phi
 from model_core.prediction_log import PredictionLog
 from serving import images as image_io
-from serving.auth import AuditError, AuditLog, Authenticator, Principal, sha256_hex
+from serving.admission import DecodeBudget, request_decode_bytes
+from serving.auth import AuditError, AuditLog, Authenticator, Principal, may_access, sha256_hex
 from serving.automation import AutomationControl, AutomationState, AutomationStateError
 from serving.backends import LoadedModel, load_model
 from serving.backends.base import generate_outputs
@@ -60,7 +61,6 @@ from serving.errors import (
     ServiceError,
     TimedOut,
     Unavailable,
-    UnsupportedMedia,
     UpstreamError,
     invalid_input,
     status_of,
@@ -89,7 +89,7 @@ from serving.schemas import (
 )
 from serving.settings import parallelism
 from serving.shadow import ShadowRunner
-from serving.store import ReportStore
+from serving.store import ReportStore, ReportStoreError
 from serving.studies import acquisition_metadata, check_study_id, choose, dicom_view, pacs_error, projection
 
 log = logging.getLogger("serving")      # the service's own log lines, under one name (app, routes, service)
@@ -150,6 +150,7 @@ class ReportService(RolloutArms):
     identities: dict = field(default_factory=dict)       # id(LoadedModel) → its prediction-log ModelIdentity
     allow_ungated_model: bool = False        # development only: load a model without a passing signed gate decision
     gate_record: str | None = None           # a model directory's signed gate decision (default <model_dir>/gate/)
+    decode_budget: DecodeBudget | None = None  # images being decoded, against serving.decode_budget_bytes (start())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,6 +165,7 @@ class ReportService(RolloutArms):
             torch.set_num_threads(threads)                 # process-wide: the service runs one model
         self.metrics.model_info.labels(self.model.version, self.model.backend.name).set(1)
         self.reports = ReportStore(self.report_store_path, self.config.report_retention_days)
+        self.decode_budget = DecodeBudget(self.config.decode_budget_bytes, self.metrics)
         self.audit = AuditLog(self.audit_path)
         if self.prediction_log_url is not None:
             self.automation = await asyncio.to_thread(AutomationControl, self.prediction_log_url)
@@ -200,7 +202,8 @@ class ReportService(RolloutArms):
         self.reports = None
 
     async def readiness(self) -> ReadyResponse:
-        """Ready when the model is loaded, the batcher runs, and the PACS answers (when one is configured)."""
+        """Ready when the model is loaded, the batcher runs, the PACS answers (when one is configured), and the audit
+        log and the report store can be written."""
         model_ok = self.model is not None and self.batcher is not None and self.batcher.running
         pacs_state, pacs_ok = "not configured (uploads only)", True
         if self.pacs is not None:
@@ -224,7 +227,9 @@ class ReportService(RolloutArms):
         # Neither state makes the service unready: paused reports are flagged, not refused, and a failing
         # prediction log degrades monitoring, not the drafts (serving.prediction_logging).
         audit_ok, audit_state = await _in_thread(self.audit_health)
-        return ReadyResponse(ready=model_ok and pacs_ok and audit_ok, model="loaded" if model_ok else "not loaded",
+        store_ok, store_state = self.reports.health() if self.reports is not None else (False, "not open")
+        return ReadyResponse(ready=model_ok and pacs_ok and audit_ok and store_ok,
+                             model="loaded" if model_ok else "not loaded", store=store_state,
                              model_version=self.model.version if self.model else None,
                              backend=self.model.backend.name if self.model else None, pacs=pacs_state,
                              automated_reports=paused, prediction_log=log_state, audit=audit_state)
@@ -236,6 +241,7 @@ class ReportService(RolloutArms):
         """A draft report of a study whose images are in the PACS (only the chosen frontal ones are fetched).
         received_at: time.perf_counter() when the request arrived (processing_time_ms counts from it)."""
         check_study_id(study_id, request.study_id)
+        self.check_store()                  # before the PACS, the decoder or the model spend anything on it
         chosen = choose([im.view for im in request.images], self.model.max_views)
         if self.pacs is None:
             raise Unavailable(f"no PACS is configured for this service; upload the images to "
@@ -248,11 +254,15 @@ class ReportService(RolloutArms):
             raise pacs_error(exc) from None
         if len(blobs) != len(wanted):
             raise UpstreamError(f"the PACS returned {len(blobs)} instances for {len(wanted)} requested")
+        names = [f"instance {instance} of series {series}" for series, instance in wanted]
+        need, largest = await _in_thread(request_decode_bytes, [(what, image_io.DICOM, data)
+                                                                for what, data in zip(names, blobs)])
         tensors, metas = [], []
-        for (series, instance), data in zip(wanted, blobs):
-            tensor, meta = await self._decode_dicom(data, f"instance {instance} of series {series}")
-            tensors.append(tensor)
-            metas.append(meta)
+        with self.decode_budget.reserve(need, largest):
+            for what, data in zip(names, blobs):
+                tensor, meta = await self._decode_dicom(data, what)
+                tensors.append(tensor)
+                metas.append(meta)
         fetched = dict(zip(present, tensors))
         views = [request.images[i].view for i in present]
         return await self._generate(study_id, request, [fetched.get(i) for i in chosen], principal, received_at,
@@ -263,28 +273,32 @@ class ReportService(RolloutArms):
         """A draft report from uploaded DICOM (CR/DX), PNG or JPEG files; the projection of each comes from
         options.views, else a DICOM file's ViewPosition, else it counts as frontal."""
         check_study_id(study_id, options.study_id)
+        self.check_store()
         if options.views is not None and len(options.views) != len(files):
             raise BadInput(f"request part: views has {len(options.views)} entries for {len(files)} files")
+        kinds = [image_io.sniff(f.data, f.content_type) for f in files]
+        # sized from the headers and reserved before any pixel is decoded (serving.admission)
+        need, largest = await _in_thread(request_decode_bytes, [(f"files[{i}]", kind, f.data)
+                                                                for i, (f, kind) in enumerate(zip(files, kinds))])
         tensors, views, metas = [], [], []
-        for i, upload in enumerate(files):
-            what = f"files[{i}]"     # by position: a file name can carry identifiers (DOE_JOHN_MRN….png)
-            kind = image_io.sniff(upload.data, upload.content_type)
-            if kind is None:
-                raise UnsupportedMedia(f"{what}: not a DICOM, PNG or JPEG file (unrecognised content)")
-            if kind == image_io.DICOM:
-                tensor, meta = await self._decode_dicom(upload.data, what)
-                view = dicom_view(meta)
-                metas.append(meta)
-            else:
-                try:
-                    tensor = await _in_thread(image_io.decode_image, upload.data, self.model.backend.image_size,
-                                              what)
-                except image_io.ImageInputError as exc:
-                    raise BadInput(str(exc), exc.status_code) from None
-                view = None
-                metas.append({})
-            tensors.append(tensor)
-            views.append(options.views[i] if options.views is not None else view)
+        with self.decode_budget.reserve(need, largest):
+            for i, upload in enumerate(files):
+                what = f"files[{i}]"     # by position: a file name can carry identifiers (DOE_JOHN_MRN….png)
+                kind = kinds[i]
+                if kind == image_io.DICOM:
+                    tensor, meta = await self._decode_dicom(upload.data, what)
+                    view = dicom_view(meta)
+                    metas.append(meta)
+                else:
+                    try:
+                        tensor = await _in_thread(image_io.decode_image, upload.data, self.model.backend.image_size,
+                                                  what)
+                    except image_io.ImageInputError as exc:
+                        raise BadInput(str(exc), exc.status_code) from None
+                    view = None
+                    metas.append({})
+                tensors.append(tensor)
+                views.append(options.views[i] if options.views is not None else view)
         chosen = choose(views, self.model.max_views)
         present = [i for i in chosen if i is not None]
         first = present[0]
@@ -314,6 +328,7 @@ class ReportService(RolloutArms):
         context = options.clinical_context.prompt_context()
         if self.batcher is None:
             raise Unavailable("the model is not loaded yet")
+        self.check_store()                  # it may have failed while this request's images were decoded
         self.slot.hold(loaded)
         try:
             text, probs, embedding = await asyncio.wait_for(self.batcher.submit((study_images, context, loaded)),
@@ -351,6 +366,7 @@ class ReportService(RolloutArms):
             processing_time_ms=round(1000 * (time.perf_counter() - received_at), 1), model_version=loaded.version,
             requires_radiologist_review=qa.requires_review, review_reasons=qa.reasons)
         record = {"response": response.model_dump(), "study_id": study_id,
+                  "site": principal.site if principal else None,     # per-site tenancy (serving.auth.may_access)
                   "labels": [f.label for f in structured.findings],
                   "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                   "template": options.report_template, "findings_text": structured.findings_text}
@@ -403,7 +419,20 @@ class ReportService(RolloutArms):
         return results
 
     def store(self, report_id: str, record: dict) -> None:
-        self.reports.put(report_id, record)
+        try:
+            self.reports.put(report_id, record)
+        except ReportStoreError as exc:
+            self.metrics.store_failures.inc()
+            raise Unavailable(f"{exc}: the report was not kept or returned. Retry later; operators: see /readyz"
+                              ) from None
+
+    def check_store(self) -> None:
+        """Refuse a report before any work is spent on it while the store is known to be failing."""
+        if self.reports is None:
+            raise Unavailable("the service is starting: the report store is not open yet")
+        if self.reports.failure is not None:
+            raise Unavailable("the report store is failing, so no report could be kept: nothing was generated. "
+                              "Retry later; operators: see /readyz")
 
     # ------------------------------------------------------------------ reading reports
 
@@ -421,17 +450,24 @@ class ReportService(RolloutArms):
         return render_text(record, template or record["template"])
 
     async def _read(self, report_id: str, form: str, principal: Principal | None) -> dict:
-        record = await _in_thread(self.get, report_id)
+        record = await _in_thread(self.get, report_id, principal)
         self.audit_event(READ_EVENTS[form], principal, record["study_id"], 200, report_id,
                          record["response"]["requires_radiologist_review"])
         return record
 
-    def get(self, report_id: str) -> dict:
+    def get(self, report_id: str, principal: Principal | None) -> dict:
+        """The stored report, if `principal` may see it (serving.auth.may_access); NotFound otherwise."""
         if self.reports is None:
             raise Unavailable("the service is starting: the report store is not open yet")
-        record = self.reports.get(report_id)
-        if record is None:
-            raise NotFound(f"report {report_id} not found (unknown id, or older than the "
+        try:
+            record = self.reports.get(report_id)
+        except ReportStoreError as exc:
+            self.metrics.store_failures.inc()
+            raise Unavailable(f"{exc}; retry later; operators: see /readyz") from None
+        # another site's report is answered as an unknown one (a 403 would confirm it exists); the id is not
+        # repeated: the client has it, and an echoed id can be arbitrarily long
+        if record is None or not may_access(principal, record.get("site")):
+            raise NotFound(f"report not found (unknown id, or older than the "
                            f"{self.config.report_retention_days:g}-day retention)")
         return record
 
@@ -443,7 +479,7 @@ class ReportService(RolloutArms):
         log (never the text), the study into the validated-study pool when its text passes the PHI screen."""
         if self.prediction_log is None:
             raise Unavailable("feedback is not recorded by this service: it has no prediction log")
-        record = await _in_thread(self.get, report_id)
+        record = await _in_thread(self.get, report_id, principal)
 
         def work() -> tuple:
             feedback, draft_words = signed_off(report_id, record, request.final_report, request.rating,

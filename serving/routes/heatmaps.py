@@ -36,7 +36,7 @@ def renderer(request: Request, service) -> HeatmapRenderer:
 async def get_heatmap(request: Request, service: Service, principal: Caller, report_id: str,
                       finding: str) -> Response:
     """The detection head's heatmap of one finding over each view of the report (PNG; a drafting aid)."""
-    record = await asyncio.to_thread(service.get, report_id)
+    record = await asyncio.to_thread(service.get, report_id, principal)
     png = await asyncio.to_thread(renderer(request, service).render, record, finding)
     service.audit_event("report.read.heatmap", principal, record["study_id"], 200, report_id,
                         record["response"]["requires_radiologist_review"])

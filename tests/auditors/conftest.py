@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "regulatory"))   # 
 from packet_inputs import make_inputs, read_zip, real_gate, rewrite_zip, strong_metrics  # noqa: E402
 
 from auditors.app import create_app  # noqa: E402
+from model_core.evaluation.gate_record import RECORD_DIR, write_gate_record  # noqa: E402
+from model_core.signing import load_signer  # noqa: E402
 from registry import models, tracking  # noqa: E402
 from regulatory import build_packet  # noqa: E402
 
@@ -39,9 +41,15 @@ INSTALL_SCRIPT = REPO / "scripts" / "install_chromium.sh"
 
 def _register(uri: str, folder: Path, packet: Path, gate: dict) -> str:
     run_id = tracking.start_run(uri, run_name=folder.name)
-    weights = folder / "weights.txt"
-    weights.write_text("tiny model stand-in")   # the page reads no model file: a placeholder artifact suffices
-    tracking.log_artifacts(uri, run_id, weights, "model")
+    model_dir = folder / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.txt").write_text("tiny model stand-in")   # the page reads no model file: a stand-in
+    tracking.log_artifacts(uri, run_id, model_dir, "model")
+    # registration trusts the signed gate decision, not the dict: the run carries one (the session's key)
+    metrics = folder / "metrics.json"
+    metrics.write_text("{}")
+    record = write_gate_record(gate, model_dir, folder / RECORD_DIR, load_signer(), metrics_file=metrics)
+    tracking.log_artifacts(uri, run_id, record.parent, RECORD_DIR)
     tracking.log_artifacts(uri, run_id, packet, "packet")
     tracking.end_run(uri, run_id)
     return models.register(uri, run_id, f"runs:/{run_id}/model", MODEL, gate)["version"]

@@ -33,6 +33,20 @@ def isolated_keys(tmp_path, monkeypatch):
 def _version(uri, tmp_path, name, label, verdict: str | None, tags: dict | None = None) -> str:
     """Register a version whose run holds a model directory (under artifacts/model_dir, as the pyfunc does) and,
     unless verdict is None, a signed gate decision for it; returns the version."""
+    run_id = _run(uri, tmp_path, label, verdict)
+    client = mlflow.MlflowClient(uri)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def _run(uri, tmp_path, label, verdict: str | None) -> str:
+    """A finished run holding a model directory and, unless verdict is None, its signed gate decision."""
     model_dir = tmp_path / label / "model" / "artifacts" / "model_dir"
     model_dir.mkdir(parents=True)
     (model_dir / "model_card.json").write_text(json.dumps({"version": label}))
@@ -47,15 +61,7 @@ def _version(uri, tmp_path, name, label, verdict: str | None, tags: dict | None 
         write_gate_record(decision, model_dir, tmp_path / label / RECORD_DIR, load_signer(), metrics_file=metrics)
         tracking.log_artifacts(uri, run_id, tmp_path / label / RECORD_DIR, RECORD_DIR)
     tracking.end_run(uri, run_id)
-    client = mlflow.MlflowClient(uri)
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name)
-    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
-    return version
+    return run_id
 
 
 def test_a_forged_gate_passed_tag_does_not_promote_a_rejected_version(mlflow_uri, tmp_path):
@@ -138,4 +144,31 @@ def test_a_rejected_version_keeps_its_status_and_audit_entry(mlflow_uri, tmp_pat
     audit = [json.loads(v) for k, v in mv.tags.items() if k.startswith("audit.")]
     assert mv.tags["status"] == "rejected" and list(mv.aliases) == ["rejected"]
     assert [(a["action"], a["reason"]) for a in audit] == [("reject", "Pneumothorax: only 9 positives")]
+    assert models.reconcile_aliases(mlflow_uri, name) == []
+
+
+PASSING_DICT = {"passed": True, "decision": "promote", "reasons": ["all clinical safety checks passed"], "checks": []}
+
+
+@pytest.mark.parametrize("verdict", ["reject", None])
+def test_a_forged_passing_gate_dict_does_not_make_the_first_champion(mlflow_uri, tmp_path, verdict):
+    """register() is handed the gate output as a dict: a dict saying "passed" over a run whose signed decision
+    rejects (or that has none) moves no alias; the version is marked refused and audited."""
+    name = f"gate-forged-dict-{verdict}"
+    run_id = _run(mlflow_uri, tmp_path, "forged", verdict)
+    with pytest.raises(models.RegistryError, match="did not pass the clinical safety gates"):
+        models.register(mlflow_uri, run_id, f"runs:/{run_id}/model", name, PASSING_DICT)
+    client = mlflow.MlflowClient(mlflow_uri)
+    (mv,) = client.search_model_versions(f"name = '{name}'")
+    mv = client.get_model_version(name, mv.version)
+    assert list(mv.aliases) == [] and mv.tags["status"] == "refused"
+    assert [json.loads(v)["action"] for k, v in mv.tags.items() if k.startswith("audit.")] == ["refuse"]
+    assert client.get_registered_model(name).aliases == {}
+
+
+def test_a_passing_signed_run_becomes_the_first_champion_through_register(mlflow_uri, tmp_path):
+    name = "gate-first-champion"
+    run_id = _run(mlflow_uri, tmp_path, "first", "promote")
+    result = models.register(mlflow_uri, run_id, f"runs:/{run_id}/model", name, PASSING_DICT)
+    assert result["status"] == "champion" and result["aliases"] == ["champion"]
     assert models.reconcile_aliases(mlflow_uri, name) == []

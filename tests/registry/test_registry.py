@@ -5,6 +5,8 @@ import json
 import mlflow
 import pytest
 
+from model_core.evaluation.gate_record import RECORD_DIR, write_gate_record
+from model_core.signing import load_signer
 from registry import models, tracking
 
 
@@ -21,24 +23,33 @@ def _gate(passed: bool) -> dict:
                         "threshold": 0.03, "passed": passed}]}
 
 
-def _candidate(uri: str, tmp_path, name: str) -> tuple[str, str]:
+def _candidate(uri: str, tmp_path, name: str, gate: dict | None = None) -> tuple[str, str]:
+    """A run with a model directory and, when `gate` is given, its signed gate decision (the session's key)."""
     run_id = tracking.start_run(uri, run_name=name)
-    weights = tmp_path / f"{name}.txt"
-    weights.write_text("weights")
-    tracking.log_artifacts(uri, run_id, weights, "model")
+    model_dir = tmp_path / name / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "weights.txt").write_text(f"weights of {name}")
+    tracking.log_artifacts(uri, run_id, model_dir, "model")
+    if gate is not None:
+        metrics = tmp_path / name / "metrics.json"
+        metrics.write_text("{}")
+        record = write_gate_record(gate, model_dir, tmp_path / name / RECORD_DIR, load_signer(), metrics_file=metrics)
+        tracking.log_artifacts(uri, run_id, record.parent, RECORD_DIR)
     tracking.end_run(uri, run_id)
     return run_id, f"runs:/{run_id}/model"
 
 
 def test_only_passing_versions_become_champion_and_rollback_restores(mlflow_uri, tmp_path):
     name = "test-model-aliases"
-    v1 = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "a"), name, _gate(True))
+    v1 = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "a", _gate(True)), name,
+                         _gate(True))
     assert v1["status"] == "champion" and "champion" in v1["aliases"]
     bad = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "b"), name, _gate(False))
     assert bad["status"] == "rejected" and bad["aliases"] == ["rejected"]
     with pytest.raises(models.RegistryError, match="did not pass the clinical safety gates"):
         models.promote(mlflow_uri, name, bad["version"], "try anyway")
-    v3 = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "c"), name, _gate(True))
+    v3 = models.register(mlflow_uri, *_candidate(mlflow_uri, tmp_path, "c", _gate(True)), name,
+                         _gate(True))
     assert v3["status"] == "challenger" and v3["aliases"] == ["challenger"]   # a champion serves: rollout first
     # what the rollout's final step does (registry.rollout.promote, tested in test_rollout.py with signed records)
     models._move_champion(mlflow.MlflowClient(mlflow_uri), name, v3["version"], "promoted through the rollout")
@@ -90,7 +101,7 @@ def test_the_champions_packet_is_fetched_for_the_comparison(mlflow_uri, tmp_path
     run_id, uri = _candidate(mlflow_uri, tmp_path, "e")
     models.register(mlflow_uri, run_id, uri, name, _gate(False))  # rejected: still no champion
     assert models.download_champion_packet(mlflow_uri, name, tmp_path) is None
-    run_id, uri = _candidate(mlflow_uri, tmp_path, "f")
+    run_id, uri = _candidate(mlflow_uri, tmp_path, "f", _gate(True))
     packet = tmp_path / "510k_packet_test_v1.zip"
     packet.write_bytes(b"PK champion packet")
     tracking.log_artifacts(mlflow_uri, run_id, packet, "packet")
