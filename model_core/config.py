@@ -109,6 +109,14 @@ class ModelConfig:
     findings_hint: bool = False
     hint_logit_thresholds: list[float] | None = None
     hint_critical_false_share: float = 0.005
+    # Grounded drafting (`model_core.modeling.grounding`): after decoding, the labels the detection head states are
+    # written into the draft (a fixed sentence in their region, replacing a sentence that rules them out) and a
+    # normal impression gives way to theirs. Per-label logit thresholds chosen by the trainer on validation and
+    # written here (`model_core.training.calibration.grounding_thresholds`): max F1, except that the four critical
+    # findings share one budget: validation studies given a false critical statement ≤ grounding_critical_false_share.
+    grounded_findings: bool = False
+    grounding_logit_thresholds: list[float] | None = None
+    grounding_critical_false_share: float = 0.015
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

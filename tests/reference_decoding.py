@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_core.modeling.tokenizer import clean_text
 from model_core.runtime.ort_generator import OrtReportGenerator
 
 
@@ -69,7 +68,7 @@ class ReferenceOrtGenerator:
             tokens = self.greedy(embeds, mask, max_new)
         else:
             tokens = self.beam_search(embeds, mask, max_new, num_beams)
-        return [clean_text(t) for t in model.tokenizer.batch_decode(tokens, skip_special_tokens=True)], label_logits
+        return model.finish_texts(tokens, label_logits), label_logits   # decoding + grounding: not the search
 
     def greedy(self, embeds, mask, max_new) -> list[list[int]]:
         model, batch = self.model, embeds.shape[0]

@@ -52,6 +52,8 @@ def exported(tmp_path_factory, tiny_tokenizer):
             # The findings hint on, at logit 0 (p 0.5): the untrained head states different findings per study, so
             # every parity test below also checks that ONNX Runtime builds the same hinted prompts as torch.
             config.findings_hint, config.hint_logit_thresholds = True, [0.0] * 14
+            # Grounded drafting on too, at the same thresholds: the parity tests compare grounded texts.
+            config.grounded_findings, config.grounding_logit_thresholds = True, [0.0] * 14
             model = RadiologyMultimodalModel(config, tiny_tokenizer).eval()
             save_model_dir(model, root / "model")
             export_onnx(root / "model", root / "export", gen=GEN, n_check=2, latency=False, data_cfg=DATA)

@@ -41,6 +41,7 @@ from model_core.evaluation.metrics import detection_auroc, distinct_drafts, find
 from model_core.files import atomic_write_bytes, atomic_write_text
 from model_core.labels.labeler import label_reports
 from model_core.modeling.generation import generate_texts, structure_report
+from model_core.modeling.grounding import ground_report, stated_findings
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.model_dir import load_model_dir
 from model_core.stats import bootstrap_ci, expected_calibration_error, latency_summary, sensitivity_specificity
@@ -55,7 +56,9 @@ def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: Generat
     """Generate one report per study from its view slots, filled exactly as in training and serving
     (`view_slots`: frontal then lateral for a two-view model, a missing view marked, never an image twice).
 
-    Returns the study table, texts, label logits (S, 14), per-batch seconds and "study_pixels" (S, V, 1, H, W).
+    Returns the study table, texts, label logits (S, 14), per-batch seconds and "study_pixels" (S, V, 1, H, W);
+    "lm_drafts": the LM's texts before grounded drafting (`model_core.modeling.grounding`; the same as "texts" when
+    the model does not ground), for the ablation.
     feature_cache: a frozen encoder's on-disk cache (the training run's); the features are then read from it
     rather than recomputed (same weights, same image bytes, same size: the cache's key).
     use_context=False prompts with the instruction alone (the clinical-context ablation)."""
@@ -67,20 +70,26 @@ def predict_studies(model: RadiologyMultimodalModel, dataset: dict, gen: Generat
     features = None
     if feature_cache and model.config.vision.freeze:
         features = slot_features(model, list(dataset["images"]), slots, feature_cache, batch_size)
-    texts, logits, batch_seconds = [], [], []
+    texts, drafts, logits, batch_seconds = [], [], [], []
     for start in tqdm(range(0, len(studies), batch_size), desc="generate", leave=False, disable=None):
         chunk = slice(start, start + batch_size)
         t0 = time.perf_counter()
         contexts = [s["metadata"] if use_context else None for s in studies[chunk]]
         if features is not None:
-            out_texts, out_logits = generate_texts(model, None, contexts, gen, vision_features=features[chunk])
+            out_drafts, out_logits = generate_texts(model, None, contexts, gen, vision_features=features[chunk],
+                                                    ground=False)
         else:
-            out_texts, out_logits = generate_texts(model, study_pixels[chunk], contexts, gen)
+            out_drafts, out_logits = generate_texts(model, study_pixels[chunk], contexts, gen, ground=False)
+        out_texts = out_drafts
+        if model.config.grounded_findings:   # what generate_texts would do itself, the drafts kept for the ablation
+            stated = stated_findings(out_logits.numpy(), model.config.grounding_logit_thresholds)
+            out_texts = [ground_report(text, labels) for text, labels in zip(out_drafts, stated)]
         batch_seconds.append((time.perf_counter() - t0, len(out_texts)))
         texts += out_texts
+        drafts += out_drafts
         logits.append(out_logits)
-    return {"studies": studies, "texts": texts, "logits": torch.cat(logits).numpy(), "batch_seconds": batch_seconds,
-            "study_pixels": study_pixels}
+    return {"studies": studies, "texts": texts, "lm_drafts": drafts, "logits": torch.cat(logits).numpy(),
+            "batch_seconds": batch_seconds, "study_pixels": study_pixels}
 
 
 @torch.no_grad()
@@ -123,6 +132,33 @@ def critical_detection(probs: np.ndarray, truth: np.ndarray, thresholds: dict, n
         stats["flag_rate"] = float((p >= t).mean())
         out[label] = stats
     return out
+
+
+def grounding_ablation(model: RadiologyMultimodalModel, detection: dict, references: list[str], drafts: list[str],
+                       truth: np.ndarray, eval_cfg: EvalConfig) -> dict:
+    """Grounded drafting on/off: the LM's own drafts scored like the served texts (same references, labels and
+    resamples), so what grounding buys or costs is measured on every evaluation."""
+    if not model.config.grounded_findings:
+        return {"enabled": False}
+    nb, seed = eval_cfg.n_bootstrap, eval_cfg.seed
+    draft_labels = label_reports(drafts)
+    lm = report_generation_metrics(references, drafts, truth, draft_labels, n_boot=nb, seed=seed,
+                                   section=eval_cfg.section)
+    chosen = detection.get("grounding", {})
+    return {
+        "enabled": True,
+        "thresholds": chosen.get("thresholds"), "rule": chosen.get("rule"),
+        "critical_false_share": model.config.grounding_critical_false_share,
+        "lm_drafts": {
+            "BLEU-4": lm["nlg"]["BLEU-4"], "ROUGE-L": lm["nlg"]["ROUGE-L"],
+            "CE micro F1": lm["clinical_efficacy"]["micro"]["f1"],
+            "CE macro F1": lm["clinical_efficacy"]["macro"]["f1"],
+            "hallucination_rate": hallucinations(draft_labels, truth, nb, seed)["rate"],
+            "naming": {name: {"named": v["named"], "positives": v["positives"]}
+                       for name, v in finding_naming(draft_labels, truth).items()},
+            "distinct": distinct_drafts(drafts)["distinct"],
+        },
+    }
 
 
 def hallucinations(text_labels: np.ndarray, support: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -209,6 +245,7 @@ def evaluate_model(model: RadiologyMultimodalModel, test_dataset: dict, detectio
     metrics["detection"] = detection_auroc(probs, truth, nb, seed)
     metrics["naming"] = finding_naming(text_labels, truth)
     metrics["drafts"] = distinct_drafts(texts)
+    metrics["grounding"] = grounding_ablation(model, detection, references, pred["lm_drafts"], truth, eval_cfg)
     metrics["calibration"] = calibration(raw_probs, probs, truth, temperature, nb, seed)
     metrics["radgraph"] = radgraph_f1(references, texts)
     generation_seconds = sum(s for s, _ in pred["batch_seconds"])

@@ -115,6 +115,9 @@ def _export_config(model, gen: GenerationConfig, exporters: dict, opset: int, qu
         "views": model.num_views,
         # the findings hint (model_core.modeling.hints): raw-logit thresholds, or null when the prompt states none
         "hint_logit_thresholds": model.config.hint_logit_thresholds if model.config.findings_hint else None,
+        # grounded drafting (model_core.modeling.grounding): raw-logit statement thresholds, or null when off
+        "grounding_logit_thresholds": (model.config.grounding_logit_thresholds if model.config.grounded_findings
+                                       else None),
         "image_token_id": model.image_token_id, "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
         "max_positions": int(model.max_positions), **decoder_layout(model.language_model),

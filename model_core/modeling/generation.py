@@ -20,6 +20,7 @@ from model_core.data.reports import split_sections
 from model_core.labels.aggregate import mentioned_labels
 from model_core.labels.labeler import find_mentions
 from model_core.labels.targets import NO_FINDING, OTHER
+from model_core.modeling.grounding import ground_report, stated_findings
 from model_core.modeling.hints import hinted_findings
 from model_core.modeling.model import RadiologyMultimodalModel
 from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
@@ -119,8 +120,11 @@ def _bad_words_ids(tokenizer) -> list[list[int]]:
 def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None = None,
                    clinical_contexts: list[dict | None] | None = None, gen: GenerationConfig | None = None,
                    vision_features: torch.Tensor | None = None, question: str | None = None,
-                   ) -> tuple[list[str], torch.Tensor]:
-    """Beam-search report texts for a batch and the detection head's label logits (B, 14)."""
+                   ground: bool | None = None) -> tuple[list[str], torch.Tensor]:
+    """Beam-search report texts for a batch and the detection head's label logits (B, 14).
+
+    ground: write the head's stated findings into the drafts (`model_core.modeling.grounding`); None: as the
+    model's config says (`grounded_findings`); False: the LM's drafts as decoded (evaluation's ablation)."""
     gen = gen or GenerationConfig()
     model.eval()
     if vision_features is None:
@@ -155,6 +159,9 @@ def generate_texts(model: RadiologyMultimodalModel, images: torch.Tensor | None 
     )
     # With inputs_embeds only, generate returns just the new tokens.
     texts = [clean_text(t) for t in tok.batch_decode(out, skip_special_tokens=True)]
+    if model.config.grounded_findings if ground is None else ground:
+        stated = stated_findings(label_logits.detach().cpu().numpy(), model.config.grounding_logit_thresholds)
+        texts = [ground_report(text, labels) for text, labels in zip(texts, stated)]
     return texts, label_logits
 
 

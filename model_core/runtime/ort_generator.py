@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerFast
 from model_core.artifacts import PRESENT_PREFIX, TOKENIZER_DIR, past_names
 from model_core.config import GenerationConfig, build_section
 from model_core.modeling.generation import _bad_words_ids
+from model_core.modeling.grounding import ground_report, stated_findings
 from model_core.modeling.hints import hinted_findings
 from model_core.modeling.model import ModelInputError
 from model_core.modeling.tokenizer import build_prompt, clean_text, encode_example, pad_batch
@@ -202,8 +203,16 @@ class OrtReportGenerator:
             tokens = self._greedy(embeds, mask, max_new)
         else:
             tokens = self._beam_search(embeds, mask, max_new, num_beams)
+        return self.finish_texts(tokens, label_logits), label_logits
+
+    def finish_texts(self, tokens: list[list[int]], label_logits: np.ndarray) -> list[str]:
+        """Decoded tokens → report texts: cleaned, and grounded in the head's findings when the export says so
+        (`model_core.modeling.grounding`, as `generate_texts` does)."""
         texts = [clean_text(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-        return texts, label_logits
+        if self.meta.get("grounding_logit_thresholds") is not None:
+            stated = stated_findings(label_logits, self.meta["grounding_logit_thresholds"])
+            texts = [ground_report(text, labels) for text, labels in zip(texts, stated)]
+        return texts
 
     def _greedy(self, embeds: np.ndarray, mask: np.ndarray, max_new: int) -> list[list[int]]:
         batch = embeds.shape[0]

@@ -100,3 +100,64 @@ def hint_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share
         rule[label] = (f"max validation F1 ({best_f1:.3f}{limit})" if best_f1 > 0
                        else f"never stated: no threshold with F1 > 0{limit}")
     return {"thresholds": thresholds, "rule": rule}
+
+
+def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share: float = 0.015) -> dict:
+    """Probability thresholds at which grounded drafting (`model_core.modeling.grounding`) writes each label into
+    the draft, from validation probabilities (N, 14) and 0/1 targets.
+
+    Non-critical labels: max validation F1 (ties: the highest threshold), as `hint_thresholds`. Critical findings
+    share ONE budget, as the hallucination gate does: the validation studies given at least one false critical
+    statement stay within `critical_false_share` of all studies. Starting from "never stated", thresholds are
+    lowered greedily to a positive's score, taking the step that adds the fewest false studies per unit of F1
+    gained, while the budget holds. Half the gate's 3 % by default, so that the gate's conservative end
+    (the 95 % CI upper bound on a test split of a few hundred studies) can still pass.
+    Returns {"thresholds", "rule", "critical_false_studies": count on validation, "critical_budget_studies"}.
+    """
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets).astype(int)
+    n = len(targets)
+    chosen = hint_thresholds(probs, targets, critical_false_share=1.0)   # the non-critical labels' rule
+    thresholds, rule = dict(chosen["thresholds"]), dict(chosen["rule"])
+    budget = int(np.floor(critical_false_share * n + 1e-9))
+    critical = [c for c in CRITICAL_FINDINGS if targets[:, CHEXPERT_LABELS.index(c)].sum() > 0]
+    current = {c: np.inf for c in CRITICAL_FINDINGS}
+
+    def false_studies(state: dict) -> np.ndarray:
+        out = np.zeros(n, bool)
+        for c, t in state.items():
+            k = CHEXPERT_LABELS.index(c)
+            out |= (probs[:, k] >= t) & (targets[:, k] == 0)
+        return out
+
+    def f1(c: str, t: float) -> float:
+        k = CHEXPERT_LABELS.index(c)
+        pred = probs[:, k] >= t
+        tp = float((pred & (targets[:, k] == 1)).sum())
+        return 2 * tp / (pred.sum() + targets[:, k].sum()) if tp else 0.0
+
+    while True:
+        base = false_studies(current).sum()
+        best = None
+        for c in critical:
+            k = CHEXPERT_LABELS.index(c)
+            # Any lower threshold at a positive's score (a step may pass positives that do not pay on their own).
+            for t in np.unique(probs[(targets[:, k] == 1) & (probs[:, k] < current[c]), k]):
+                trial = {**current, c: float(t)}
+                falses = int(false_studies(trial).sum())
+                gain = f1(c, float(t)) - f1(c, current[c])
+                if falses > budget or gain <= 0:
+                    continue
+                score = (falses - base) / gain
+                if best is None or score < best[0]:
+                    best = (score, c, float(t))
+        if best is None:
+            break
+        current[best[1]] = best[2]
+    for c in CRITICAL_FINDINGS:
+        stated = np.isfinite(current[c])
+        thresholds[c] = float(current[c]) if stated else 1.0
+        rule[c] = (f"critical: validation F1 {f1(c, current[c]):.3f} within the shared budget" if stated else
+                   "never stated: no true statement fits the shared critical budget"
+                   if c in critical else "never stated: no validation positives")
+    return {"thresholds": thresholds, "rule": rule,
+            "critical_false_studies": int(false_studies(current).sum()), "critical_budget_studies": budget}

@@ -35,6 +35,7 @@ from model_core.artifacts import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from model_core.chexpert import CHEXPERT_LABELS
 from model_core.config import TrainConfig, resolve_path
 from model_core.data.iu_xray import load_split
+from model_core.modeling.grounding import logit_thresholds as grounding_logit_thresholds
 from model_core.modeling.hints import logit_threshold
 from model_core.modeling.model import IGNORE_INDEX, ModelOutput, RadiologyMultimodalModel
 from model_core.modeling.model_dir import save_model_dir
@@ -50,7 +51,7 @@ from model_core.provenance import collect_provenance, version_string
 from model_core.sbom import write_sbom
 from model_core.stats import expected_calibration_error
 from model_core.training import distributed
-from model_core.training.calibration import fit_temperature, hint_thresholds, operating_thresholds
+from model_core.training.calibration import fit_temperature, grounding_thresholds, hint_thresholds, operating_thresholds
 from model_core.training.examples import Examples, build_examples, features_from_pixels, study_view_features
 
 log = logging.getLogger(__name__)
@@ -498,6 +499,11 @@ def train_report_model(cfg, out_dir: str | os.PathLike, resume: bool = False,
         model.config.hint_logit_thresholds = [logit_threshold(hints["thresholds"][label], calibration["temperature"])
                                               for label in CHEXPERT_LABELS]
         detection["hint"] = hints
+    if model.config.grounded_findings:   # the draft's stated findings: critical ones within one shared budget
+        statements = grounding_thresholds(val_probs, val_targets, model.config.grounding_critical_false_share)
+        model.config.grounding_logit_thresholds = grounding_logit_thresholds(statements["thresholds"],
+                                                                             calibration["temperature"])
+        detection["grounding"] = statements
     provenance = collect_provenance()
     card = {
         "name": cfg.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
