@@ -154,11 +154,14 @@ class OrtReportGenerator:
         embeds[slots] = visual_tokens.reshape(-1, visual_tokens.shape[-1])
         return embeds, mask
 
-    def process_scores(self, tokens: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def process_scores(self, tokens: np.ndarray, scores: np.ndarray, min_new: int = 0) -> np.ndarray:
         """The configured logits processors (`apply_logits_processors`) on log-probabilities/logits (R, V) of rows
         that generated `tokens` (R, t) so far; returns a processed copy."""
-        return apply_logits_processors(tokens, scores, self.gen.repetition_penalty, self.gen.no_repeat_ngram_size,
-                                       self.banned)
+        scores = apply_logits_processors(tokens, scores, self.gen.repetition_penalty, self.gen.no_repeat_ngram_size,
+                                         self.banned)
+        if tokens.shape[1] < min_new:     # transformers' MinNewTokensLengthLogitsProcessor: no EOS before min_new
+            scores[:, self.eos] = -np.inf
+        return scores
 
     def reorder_cache(self, past: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
         """The KV cache gathered to the surviving beams: row i of the result is row rows[i] of the input.
@@ -199,10 +202,11 @@ class OrtReportGenerator:
         if max_new <= 0:
             raise ValueError(f"the prompt ({embeds.shape[1]} tokens) leaves no room in the LM's "
                              f"{self.meta['max_positions']} positions")
+        min_new = min(self.gen.min_new_tokens, max_new)    # as generate_texts passes it
         if num_beams == 1:
-            tokens = self._greedy(embeds, mask, max_new)
+            tokens = self._greedy(embeds, mask, max_new, min_new)
         else:
-            tokens = self._beam_search(embeds, mask, max_new, num_beams)
+            tokens = self._beam_search(embeds, mask, max_new, num_beams, min_new)
         return self.finish_texts(tokens, label_logits), label_logits
 
     def finish_texts(self, tokens: list[list[int]], label_logits: np.ndarray) -> list[str]:
@@ -214,13 +218,13 @@ class OrtReportGenerator:
             texts = [ground_report(text, labels) for text, labels in zip(texts, stated)]
         return texts
 
-    def _greedy(self, embeds: np.ndarray, mask: np.ndarray, max_new: int) -> list[list[int]]:
+    def _greedy(self, embeds: np.ndarray, mask: np.ndarray, max_new: int, min_new: int = 0) -> list[list[int]]:
         batch = embeds.shape[0]
         logits, past = self.step(embeds, mask, prompt_positions(mask), self.empty_past(batch))
         tokens = np.zeros((batch, 0), np.int64)
         unfinished = np.ones(batch, bool)
         for step in range(max_new):
-            scores = self.process_scores(tokens, logits[:, -1].astype(np.float32))
+            scores = self.process_scores(tokens, logits[:, -1].astype(np.float32), min_new)
             nxt = np.where(unfinished, scores.argmax(-1), self.pad)   # finished rows only pad
             tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
             unfinished &= nxt != self.eos
@@ -230,7 +234,8 @@ class OrtReportGenerator:
             logits, past = self.step(self.embed[nxt][:, None], mask, mask.sum(1, keepdims=True) - 1, past)
         return tokens.tolist()
 
-    def _beam_search(self, embeds: np.ndarray, mask: np.ndarray, max_new: int, num_beams: int) -> list[list[int]]:
+    def _beam_search(self, embeds: np.ndarray, mask: np.ndarray, max_new: int, num_beams: int,
+                     min_new: int = 0) -> list[list[int]]:
         """Beam search over the KV cache, with the candidate rules of transformers 4.57 (`_beam_search`).
 
         Per step: log-softmax, processors, add the beams' running scores, keep the top 2·num_beams
@@ -256,7 +261,8 @@ class OrtReportGenerator:
         last_seqs: list[list[int] | None] = [None] * batch
         for step in range(max_new):
             active = study.size
-            log_probs = self.process_scores(seqs.reshape(active * nb, step), log_softmax(logits.astype(np.float32)))
+            log_probs = self.process_scores(seqs.reshape(active * nb, step), log_softmax(logits.astype(np.float32)),
+                                            min_new)
             vocab = log_probs.shape[-1]
             totals = (log_probs.reshape(active, nb, vocab) + scores[:, :, None]).reshape(active, nb * vocab)
             top = top_k_stable(totals, width)                                        # (A, 2·nb), best first

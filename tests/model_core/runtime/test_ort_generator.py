@@ -1,6 +1,8 @@
 """The ONNX Runtime generator on the tiny model's export: texts equal torch's (FP32) and the plain reference
 search's (tests/reference_decoding.py), whatever the batch, the settings and the compaction of done studies."""
 
+from dataclasses import replace
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -50,7 +52,12 @@ def test_int8_decoder_runs(exported):
     images = np.random.default_rng(0).random((2, 1, 1, 32, 32), dtype=np.float32)
     for beams in (1, 2):
         texts, logits = engine.generate(images, CONTEXTS, num_beams=beams)
-        assert len(texts) == 2 and logits.shape == (2, 14) and all(isinstance(t, str) for t in texts)
+        # the per-call num_beams decodes as an engine configured with it does (INT8 vs the reference search:
+        # test_the_search_is_token_identical_to_the_reference_search[int8])
+        configured = OrtReportGenerator(exported[1], precision="int8", gen=replace(GEN, num_beams=beams))
+        want, want_logits = configured.generate(images, CONTEXTS)
+        assert texts == want and all(t.strip() for t in texts) and logits.shape == (2, 14)
+        np.testing.assert_array_equal(logits, want_logits)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -74,8 +81,8 @@ class _EarlyStopping(OrtReportGenerator):
     """Study i of a batch ends after about 2 + 3·i tokens (EOS becomes near-certain), so the studies of a batch
     end at different lengths; `rows` records how many rows each decoder call ran."""
 
-    def process_scores(self, tokens, scores):
-        scores = super().process_scores(tokens, scores)
+    def process_scores(self, tokens, scores, min_new=0):
+        scores = super().process_scores(tokens, scores, min_new)
         if tokens.shape[1] == 0:
             self.study = np.arange(scores.shape[0]) // self.gen.num_beams   # rows b·nb … b·nb+nb-1: study b
         scores[tokens.shape[1] >= 2 + 3 * self.study, self.eos] = 0.0
@@ -105,6 +112,31 @@ def test_done_studies_leave_the_batch_without_changing_any_text(exported):
     assert set(kept_rows[1:]) == {15}
     assert compacted_rows[1] == 15 and compacted_rows[-1] < 15 and all(r % 3 == 0 for r in compacted_rows[1:])
     assert sum(compacted_rows) < sum(kept_rows)
+
+
+class _EosFirst(OrtReportGenerator):
+    """EOS is every step's best token, before the processors run: only min_new_tokens can keep a search going."""
+
+    def process_scores(self, tokens, scores, min_new=0):
+        scores = scores.copy()
+        scores[:, self.eos] = 1e4
+        return super().process_scores(tokens, scores, min_new)
+
+
+def test_min_new_tokens_defer_eos_and_match_transformers(exported, torch_model):
+    torch.manual_seed(4)
+    images = torch.rand(2, 2, 1, 32, 32)
+    for beams in (1, 3):
+        gen = GenerationConfig(num_beams=beams, max_new_tokens=14, min_new_tokens=9)
+        want, _ = generate_texts(torch_model, images, CONTEXTS, gen)
+        got, _ = OrtReportGenerator(exported[1], gen=gen).generate(images.numpy(), CONTEXTS)
+        assert got == want
+    engine = _EosFirst(exported[1], gen=GEN)
+    visual, logits = engine.encode_images(images.numpy())
+    embeds, mask = engine.prompt(visual, 2, CONTEXTS, None, logits)
+    for min_new, want_length in ((0, 1), (7, 8)):
+        assert [len(t) for t in engine._greedy(embeds, mask, 12, min_new)] == [want_length] * 2
+        assert [len(t) for t in engine._beam_search(embeds, mask, 12, 3, min_new)] == [want_length] * 2
 
 
 def test_compaction_is_the_default_and_an_option(exported):
