@@ -102,7 +102,8 @@ def hint_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share
     return {"thresholds": thresholds, "rule": rule}
 
 
-def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share: float = 0.015) -> dict:
+def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_share: float = 0.015,
+                         min_positives: int = 5) -> dict:
     """Probability thresholds at which grounded drafting (`model_core.modeling.grounding`) writes each label into
     the draft, from validation probabilities (N, 14) and 0/1 targets.
 
@@ -111,7 +112,9 @@ def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_
     statement stay within `critical_false_share` of all studies. Starting from "never stated", thresholds are
     lowered greedily to a positive's score, taking the step that adds the fewest false studies per unit of F1
     gained, while the budget holds. Half the gate's 3 % by default, so that the gate's conservative end
-    (the 95 % CI upper bound on a test split of a few hundred studies) can still pass.
+    (the 95 % CI upper bound on a test split of a few hundred studies) can still pass. A label with fewer than
+    `min_positives` validation positives is never stated: a threshold fitted to two or three studies is noise, and
+    each false statement is a sentence a radiologist has to delete.
     Returns {"thresholds", "rule", "critical_false_studies": count on validation, "critical_budget_studies"}.
     """
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets).astype(int)
@@ -119,7 +122,11 @@ def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_
     chosen = hint_thresholds(probs, targets, critical_false_share=1.0)   # the non-critical labels' rule
     thresholds, rule = dict(chosen["thresholds"]), dict(chosen["rule"])
     budget = int(np.floor(critical_false_share * n + 1e-9))
-    critical = [c for c in CRITICAL_FINDINGS if targets[:, CHEXPERT_LABELS.index(c)].sum() > 0]
+    positives = {label: int(targets[:, k].sum()) for k, label in enumerate(CHEXPERT_LABELS)}
+    for label, count in positives.items():
+        if 0 < count < min_positives and label not in CRITICAL_FINDINGS:
+            thresholds[label], rule[label] = 1.0, f"never stated: {count} validation positives (< {min_positives})"
+    critical = [c for c in CRITICAL_FINDINGS if positives[c] >= min_positives]
     current = {c: np.inf for c in CRITICAL_FINDINGS}
 
     def false_studies(state: dict) -> np.ndarray:
@@ -157,7 +164,8 @@ def grounding_thresholds(probs: np.ndarray, targets: np.ndarray, critical_false_
         stated = np.isfinite(current[c])
         thresholds[c] = float(current[c]) if stated else 1.0
         rule[c] = (f"critical: validation F1 {f1(c, current[c]):.3f} within the shared budget" if stated else
-                   "never stated: no true statement fits the shared critical budget"
-                   if c in critical else "never stated: no validation positives")
+                   "never stated: no true statement fits the shared critical budget" if c in critical else
+                   f"never stated: {positives[c]} validation positives (< {min_positives})" if positives[c] else
+                   "never stated: no validation positives")
     return {"thresholds": thresholds, "rule": rule,
             "critical_false_studies": int(false_studies(current).sum()), "critical_budget_studies": budget}

@@ -145,5 +145,14 @@ def test_critical_findings_share_one_false_statement_budget_on_validation():
     assert "shared critical budget" in chosen["rule"]["Fracture"]
     assert t["Cardiomegaly"] == 0.9                                   # max F1 with its false statements
     assert t["Pneumothorax"] == 1.0 and "no validation positives" in chosen["rule"]["Pneumothorax"]
+    assert t["Consolidation"] == 1.0 and "0 validation positives" not in chosen["rule"]["Consolidation"]
+    few = targets.copy()
+    few[:4, LABEL_INDEX["Edema"]] = 1                                  # 4 positives: a threshold would be noise
+    few[:4, e] = 0
+    few[10:14, e] = 1
+    sparse = grounding_thresholds(probs, few, critical_false_share=0.02)
+    assert sparse["thresholds"]["Edema"] == 1.0 and "4 validation positives (< 5)" in sparse["rule"]["Edema"]
+    assert sparse["thresholds"]["Pleural Effusion"] < 1.0                  # 10 positives: still stated
+    assert grounding_thresholds(probs, few, 0.02, min_positives=3)["thresholds"]["Edema"] < 1.0
     wider = grounding_thresholds(probs, targets, critical_false_share=0.025)["thresholds"]
     assert wider["Fracture"] == 0.86 and wider["Pleural Effusion"] == 0.86   # 2 + 3 false studies ≤ 5
