@@ -22,7 +22,6 @@ import uuid
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from serving.schemas import API
 from serving.service import ReportService
 
 log = logging.getLogger("serving")
@@ -60,7 +59,7 @@ def classify(path: str) -> tuple[str, str | None]:
             return template, scope
     if path in _OPEN_ROUTES:
         return path, None
-    if path.startswith(API):
+    if path == "/api" or path.startswith("/api/"):   # any API version, known or not: a token first
         return "other-api", "report.read"
     return "other", None
 

@@ -157,4 +157,4 @@ def test_schedule_creates_a_monthly_recurring_run(tmp_path):
     assert runs, [p for p, _ in _Recorder.requests]
     trigger = runs[0]["trigger"]["cron_schedule"]
     assert trigger["cron"] == MONTHLY_CRON == "0 0 2 1 * *"
-    assert runs[0]["max_concurrency"] == "1" or runs[0]["max_concurrency"] == 1
+    assert runs[0]["max_concurrency"] == 1

@@ -15,4 +15,7 @@ def test_fp32_parity_with_torch(exported):
     assert parity["fp32"]["beam_texts_identical"]
     assert parity["fp32_ok"]
     assert np.isfinite(parity["int8"]["first_step_logits_max_abs_diff"])
-    assert 0.0 <= parity["int8"]["greedy_identical_share"] <= 1.0
+    for search in ("greedy", "beam"):   # a share of the 2 studies, and "identical" exactly when it is all of them
+        share = parity["int8"][f"{search}_identical_share"]
+        assert share * parity["n_studies"] in (0, 1, 2)
+        assert parity["int8"][f"{search}_texts_identical"] is (share == 1.0)
