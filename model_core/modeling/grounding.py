@@ -29,16 +29,14 @@ The same function runs after the torch and the ONNX Runtime decoders, so every p
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Sequence
-
-import numpy as np
 
 from model_core.chexpert import CHEXPERT_LABELS, LABEL_INDEX, NEGATIVE
 from model_core.data.reports import format_report, split_sections
 from model_core.labels.aggregate import mentioned_labels
 from model_core.labels.labeler import find_mentions
+from model_core.modeling.hints import labels_at_or_above, logit_threshold
 
 NO_FINDING = "No Finding"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -94,21 +92,14 @@ def stated_findings(label_logits, logit_thresholds: Sequence[float] | None) -> l
     if logit_thresholds is None:
         raise ValueError("the model grounds its drafts in the detection head (grounded_findings) but has no statement "
                          "thresholds; training chooses them on validation (model_core.training.calibration)")
-    logits = np.asarray(label_logits, dtype=np.float64)
-    thresholds = np.asarray(logit_thresholds, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[1] != len(CHEXPERT_LABELS) or thresholds.shape != (len(CHEXPERT_LABELS),):
-        raise ValueError(f"grounding needs logits (B, {len(CHEXPERT_LABELS)}) and {len(CHEXPERT_LABELS)} thresholds")
-    return [[label for label, on in zip(CHEXPERT_LABELS, row) if on and label in STATEMENTS]
-            for row in logits >= thresholds]
+    return [[label for label in labels if label in STATEMENTS]
+            for labels in labels_at_or_above(label_logits, logit_thresholds, "grounding")]
 
 
 def logit_thresholds(probability_thresholds: dict[str, float], temperature: float) -> list[float]:
-    """Calibrated probability thresholds {label: p} → raw-logit thresholds in CheXpert order (σ(logit / T) ≥ p)."""
-    out = []
-    for label in CHEXPERT_LABELS:
-        p = float(probability_thresholds.get(label, 1.0))
-        out.append(math.inf if p >= 1.0 else -math.inf if p <= 0.0 else float(temperature * math.log(p / (1 - p))))
-    return out
+    """Calibrated probability thresholds {label: p} → raw-logit thresholds in CheXpert order (σ(logit / T) ≥ p);
+    a label not named is never stated."""
+    return [logit_threshold(float(probability_thresholds.get(label, 1.0)), temperature) for label in CHEXPERT_LABELS]
 
 
 def _sentences(text: str) -> list[str]:

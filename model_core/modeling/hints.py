@@ -35,11 +35,17 @@ def hinted_findings(label_logits, logit_thresholds: Sequence[float] | None) -> l
     if logit_thresholds is None:
         raise ValueError("the model states its findings in the prompt (findings_hint) but has no hint thresholds; "
                          "training chooses them on validation (model_core.training.calibration.hint_thresholds)")
+    return [[HINT_NAMES[label] for label in labels if label in HINT_NAMES]
+            for labels in labels_at_or_above(label_logits, logit_thresholds, "hints")]
+
+
+def labels_at_or_above(label_logits, logit_thresholds: Sequence[float], what: str) -> list[list[str]]:
+    """Per study, the CheXpert labels (in order) whose raw logit (B, 14) is ≥ its threshold (14 values)."""
     logits = np.asarray(label_logits, dtype=np.float64)
     thresholds = np.asarray(logit_thresholds, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] != len(CHEXPERT_LABELS) or thresholds.shape != (len(CHEXPERT_LABELS),):
-        raise ValueError(f"hints need logits (B, {len(CHEXPERT_LABELS)}) and {len(CHEXPERT_LABELS)} thresholds")
-    return [names_of(row) for row in logits >= thresholds]
+        raise ValueError(f"{what} need logits (B, {len(CHEXPERT_LABELS)}) and {len(CHEXPERT_LABELS)} thresholds")
+    return [[label for label, on in zip(CHEXPERT_LABELS, row) if on] for row in logits >= thresholds]
 
 
 def logit_threshold(probability: float, temperature: float) -> float:
