@@ -12,7 +12,7 @@ def test_ablation_prompts_one_side_without_context_and_scores_the_pair(tiny_mode
     val = load_iu_xray(split="val", views=("Frontal", "Lateral"), image_size=32, limit_studies=4)
     seen = []
 
-    def drafts_that_use_the_context(model, images, contexts, gen):
+    def drafts_that_use_the_context(model, images, contexts, gen, ground=None):
         seen.append(list(contexts))
         texts = ["FINDINGS: Small right pleural effusion. IMPRESSION: Effusion." if c else
                  "FINDINGS: The lungs are clear. IMPRESSION: No acute disease." for c in contexts]
