@@ -61,6 +61,9 @@ class MlflowServer:
                "--artifacts-destination", self.artifacts, "--serve-artifacts", "--workers", "1"]
         logfile = open(self.root / "server.log", "ab")
         env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+        # MLflow 3's job runner (huey consumers for GenAI evaluation jobs and trace roll-ups) is not used here and
+        # starts eight busy processes per server; a deployment that wants it sets the variable to true.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         if self.auth_config is not None:
             cmd += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_config)
