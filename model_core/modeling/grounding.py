@@ -11,8 +11,8 @@ findings hint in the prompt did not change that, `model_core.modeling.hints`). A
 see what the head detects, in the report's own words and place, without a sentence beside it that rules it out.
 
 What happens to one draft, for each label the head states (probability at or above the label's statement threshold,
-chosen on validation by `model_core.training.calibration.hint_thresholds`; critical findings only where the false
-statements stay within a budget, so the hallucination gate still holds):
+chosen on validation by `model_core.training.calibration.grounding_thresholds`; the critical findings within one
+shared false-statement budget, so the hallucination gate still holds):
   * a sentence that already asserts the label (the labeler reads it positive or uncertain) is kept as written;
   * otherwise the first FINDINGS sentence that rules it out (a negated mention, or a normal-anatomy sentence of the
     label's region: "The lungs are clear." for atelectasis) is replaced by the label's statement (`STATEMENTS`);
@@ -38,7 +38,6 @@ from model_core.labels.aggregate import mentioned_labels
 from model_core.labels.labeler import find_mentions
 from model_core.modeling.hints import labels_at_or_above, logit_threshold
 
-NO_FINDING = "No Finding"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
