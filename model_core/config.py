@@ -66,6 +66,9 @@ class VisionConfig:
     intermediate_size: int = 256
     num_channels: int = 1              # pretrained RGB backbones take 3: grayscale is repeated
     pool_tokens: int | None = None     # average-pool the patch grid to this many tokens per image (None = all)
+    # The detection head reads the CLS token of the encoder's last k layers, each through the encoder's final
+    # LayerNorm, concatenated (DINOv2's linear-evaluation protocol uses k = 4); 1 = the last layer's CLS only.
+    detect_layers: int = 1
     # Pixel normalisation inside the model, per channel (None: ImageNet statistics for DINOv2, 0.5/0.5 for ViT).
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None

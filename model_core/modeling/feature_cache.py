@@ -153,6 +153,8 @@ def model_feature_cache(model, root: str | os.PathLike) -> FeatureCache:
     """The cache of `model.encode_views` outputs: keyed by the encoder's weights fingerprint, the pooling of the
     patch grid and the pixel normalisation (the input size is part of every key)."""
     pooling = pooling_spec(model.pool_side) if model.pool_side else "cls+all-patches"
+    if model.detect_layers > 1:
+        pooling += f"+cls-of-last-{model.detect_layers}-layers"
     preprocessing = (f"model_core.data.images.load_image (grey, bilinear); {model.in_channels} channel(s); "
                      f"mean {[round(v, 6) for v in model.pixel_mean.flatten().tolist()]} "
                      f"std {[round(v, 6) for v in model.pixel_std.flatten().tolist()]}")

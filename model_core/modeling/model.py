@@ -2,9 +2,10 @@
 
     images (B, K, 1, H, W) in [0, 1], K ≤ V view slots (frontal, lateral); a slot without an image is all-NaN
     (`model_core.data.images.missing_view`) and slots past K count as missing
-        ──encoder──►  Z_v (B, V, 1 + N, d_v)      (NaN rows for missing views; they are never encoded)
-        CLS   Z_v[:, :, 0]  ──detection head──► label_logits (B, 14)   mean over the views present of w_k·h_cls + b_k
-        patches Z_v[:, :, 1:] ──projector──►    H_v (B, V·N, d_l)       H_v = W2·GELU(W1·Z_v + b1) + b2;
+        ──encoder──►  Z_v (B, V, 1 + N + k−1, d_v)   (NaN rows for missing views; they are never encoded)
+        CLS   Z_v[:, :, 0] (+ the CLS of the k−1 layers before, Z_v[:, :, 1+N:], with vision.detect_layers = k)
+                            ──detection head──► label_logits (B, 14)   mean over the views present of w_k·h_cls + b_k
+        patches Z_v[:, :, 1:1+N] ──projector──► H_v (B, V·N, d_l)       H_v = W2·GELU(W1·Z_v + b1) + b2;
                                                                          a missing view's N tokens = a learned vector;
                                                                          + W_f·σ(label_logits) with findings_to_lm
     input_ids (B, T) hold V·N `<image>` placeholders; their embeddings are replaced by H_v, and the causal LM runs
@@ -168,7 +169,15 @@ class RadiologyMultimodalModel(nn.Module):
             raise ModelInputError(
                 f"projector_out (d_l={config.projector_out}) does not match the language model's hidden size {d_l}")
         self.projector = MultimodalProjector(d_v, config.projector_hidden, d_l, findings=config.findings_to_lm)
-        self.detection_head = nn.Linear(d_v, NUM_LABELS)
+        self.detect_layers = config.vision.detect_layers
+        depth = getattr(enc_cfg, "num_hidden_layers", 0)
+        if not 1 <= self.detect_layers <= max(depth, 1):
+            raise ModelInputError(f"model.vision.detect_layers must be between 1 and the encoder's {depth} layers, "
+                                  f"got {self.detect_layers}")
+        if self.detect_layers > 1 and not isinstance(getattr(self.encoder, "layernorm", None), nn.LayerNorm):
+            raise ModelInputError(f"model.vision.detect_layers > 1 needs an encoder with a final LayerNorm "
+                                  f"(ViT, DINOv2); {type(self.encoder).__name__} has none")
+        self.detection_head = nn.Linear(d_v * self.detect_layers, NUM_LABELS)
         self.image_size = enc_cfg.image_size
         self.in_channels = enc_cfg.num_channels
         self.num_views = config.vision.views
@@ -245,10 +254,18 @@ class RadiologyMultimodalModel(nn.Module):
         return present
 
     def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 1, H, W) finite pixels in [0, 1] → (n, 1 + N, d_v): CLS, then the patch grid (average-pooled to
-        pool_tokens when configured). The one place pixels are normalised for the encoder."""
+        """(n, 1, H, W) finite pixels in [0, 1] → (n, 1 + N + k−1, d_v): CLS, then the patch grid (average-pooled
+        to pool_tokens when configured), then the CLS of the k−1 layers before the last (vision.detect_layers = k;
+        each through the encoder's final LayerNorm, as its last layer's). The one place pixels are normalised for
+        the encoder."""
         x = (pixels.expand(-1, self.in_channels, -1, -1) - self.pixel_mean) / self.pixel_std
-        return self.pool_hidden(self.encoder(pixel_values=x).last_hidden_state)
+        k = self.detect_layers
+        out = self.encoder(pixel_values=x, output_hidden_states=k > 1)
+        features = self.pool_hidden(out.last_hidden_state)
+        if k == 1:
+            return features
+        earlier = [self.encoder.layernorm(h[:, :1]) for h in reversed(out.hidden_states[-k:-1])]
+        return torch.cat([features, *earlier], dim=1)
 
     def pool_hidden(self, hidden: torch.Tensor, side: int | None = None) -> torch.Tensor:
         """The encoder's last hidden state (n, 1 + G², d_v) → (n, 1 + side², d_v): CLS, then the G×G patch grid
@@ -262,7 +279,7 @@ class RadiologyMultimodalModel(nn.Module):
         return torch.cat([cls, patches], dim=1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, K, 1, H, W) in [0, 1] → vision features (B, V, 1 + N, d_v); the rows of missing views are NaN
+        """(B, K, 1, H, W) in [0, 1] → vision features (B, V, 1 + N + k−1, d_v); the rows of missing views are NaN
         (those slots are not encoded)."""
         images = self.check_images(images)
         present = self.check_views(images)
@@ -272,17 +289,30 @@ class RadiologyMultimodalModel(nn.Module):
         feats[present] = encoded
         return feats
 
+    def check_features(self, vision_features: torch.Tensor) -> None:
+        """Features of another layout (another pooling or detect_layers, e.g. a stale cache) are a clear error."""
+        per_view = 1 + self.num_image_tokens + self.detect_layers - 1     # CLS, the patches, the earlier layers' CLS
+        if vision_features.dim() != 4 or vision_features.shape[2:] != (per_view, self.detection_head.in_features
+                                                                       // self.detect_layers):
+            raise ModelInputError(f"vision features must be (B, V, {per_view} tokens per view, d_v); got shape "
+                                  f"{tuple(vision_features.shape)} (encode them with this model)")
+
     def detect(self, vision_features: torch.Tensor) -> torch.Tensor:
-        """(B, V, 1 + N, d_v) → label logits (B, 14): the head on each present view's CLS, averaged over them."""
+        """(B, V, 1 + N + k−1, d_v) → label logits (B, 14): the head on each present view's CLS token(s) (the last
+        k layers', concatenated), averaged over the views present."""
         present = views_present(vision_features)                                      # (B, V)
-        cls = torch.where(present[..., None], vision_features[:, :, 0], 0.0)
+        cls = vision_features[:, :, 0]
+        if self.detect_layers > 1:
+            cls = torch.cat([cls, vision_features[:, :, 1 + self.num_image_tokens:].flatten(2)], dim=-1)
+        cls = torch.where(present[..., None], cls, 0.0)
         weights = present.to(cls.dtype)[..., None]
         return (self.detection_head(cls) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def project_visual_tokens(self, vision_features: torch.Tensor) -> torch.Tensor:
-        """(B, V, 1 + N, d_v) → the LM's visual tokens (B, V·N, d_l); a missing view's tokens are `missing_view`."""
+        """(B, V, 1 + N + k−1, d_v) → the LM's visual tokens (B, V·N, d_l); a missing view's tokens are
+        `missing_view`."""
         present = views_present(vision_features)[..., None, None]                     # (B, V, 1, 1)
-        patches = torch.where(present, vision_features[:, :, 1:], 0.0)
+        patches = torch.where(present, vision_features[:, :, 1:1 + self.num_image_tokens], 0.0)
         tokens = self.projector(patches, present)
         if self.projector.findings is not None:
             # Gradient stopped: the report loss must not pull the head away from its labels and calibration.
@@ -308,6 +338,7 @@ class RadiologyMultimodalModel(nn.Module):
             if images is None:
                 raise ModelInputError("forward needs images or vision_features")
             vision_features = self.encode_images(images)
+        self.check_features(vision_features)
         label_logits = self.detect(vision_features)
         logits = None
         out = ModelOutput(logits=None, label_logits=label_logits)
@@ -342,7 +373,8 @@ class RadiologyMultimodalModel(nn.Module):
         embeds = self.language_model.get_input_embeddings()(input_ids)
         image_mask = input_ids == self.image_token_id
         counts = image_mask.sum(dim=1)
-        expected = vision_features.shape[1] * (vision_features.shape[2] - 1)
+        self.check_features(vision_features)
+        expected = vision_features.shape[1] * self.num_image_tokens
         if not bool((counts == expected).all()):
             raise ModelInputError(
                 f"image-token count mismatch: the text holds {counts.tolist()} <image> tokens per sample, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,15 @@ def test_a_models_features_are_cached_and_keyed_by_its_encoder(tmp_path, tiny_to
     feats = encode_image_files(model, paths, cache)
     with torch.no_grad():
         direct = model.encode_views(load_images(paths, 32))
-    assert feats.shape == (3, 1 + 4, 32) and torch.allclose(feats, direct, atol=2e-2, rtol=1e-2)   # float16 on disk
+    # CLS, 4 pooled patches, the first layer's CLS (detect_layers 2); float16 on disk
+    assert feats.shape == (3, 1 + 4 + 1, 32) and torch.allclose(feats, direct, atol=2e-2, rtol=1e-2)
     again = model_feature_cache(model, tmp_path)
     assert torch.equal(encode_image_files(model, paths, again), feats) and again.stats() == {"hits": 3, "misses": 0}
+    one_layer = dataclasses.replace(model.config, vision=dataclasses.replace(model.config.vision, detect_layers=1))
+    other_layout = RadiologyMultimodalModel(one_layer, tiny_tokenizer, encoder=model.encoder).eval()
+    fewer = model_feature_cache(other_layout, tmp_path)    # the same weights, another layout: another key
+    assert encode_image_files(other_layout, paths, fewer).shape == (3, 1 + 4, 32)
+    assert fewer.stats() == {"hits": 0, "misses": 3}
     with torch.no_grad():
         model.encoder.layernorm.bias.add_(0.1)       # other weights: other keys, never a stale entry
     changed = model_feature_cache(model, tmp_path)

@@ -113,6 +113,7 @@ def test_pretrained_parts_load_from_local_checkpoints(tmp_path, tiny_tokenizer):
                                n_head=2)).save_pretrained(tmp_path / "gpt2")
     cfg = tiny_model_config()
     cfg.vision.pretrained, cfg.text.pretrained = str(tmp_path / "vit"), str(tmp_path / "gpt2")
+    cfg.vision.detect_layers = 1       # the checkpoint has one layer
     model = RadiologyMultimodalModel(cfg, tiny_tokenizer)
     assert model.in_channels == 3 and model.num_image_tokens == 4
     out = model(images=torch.rand(1, 1, 32, 32))

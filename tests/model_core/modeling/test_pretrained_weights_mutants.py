@@ -27,6 +27,7 @@ def test_pretrained_vit_and_lm_hold_the_checkpoint_weights_and_survive_a_round_t
     lm.save_pretrained(tmp_path / "gpt2")
     cfg = tiny_model_config()
     cfg.vision.pretrained, cfg.text.pretrained = str(tmp_path / "vit"), str(tmp_path / "gpt2")
+    cfg.vision.detect_layers = 1       # the checkpoint has one layer
     torch.manual_seed(12)                     # a config-built part would draw fresh weights from this seed
     model = RadiologyMultimodalModel(cfg, tiny_tokenizer)
     _assert_same_weights(model.encoder, vit.state_dict())

@@ -19,6 +19,12 @@ def model(tiny_tokenizer):
     return RadiologyMultimodalModel(tiny_dinov2_config(), tiny_tokenizer).eval()
 
 
+def _head_input(model, view_features):
+    """One view's features (…, 1 + N + k−1, d) → what the detection head reads: the CLS of the last k layers."""
+    n = model.num_image_tokens
+    return torch.cat([view_features[..., 0, :], view_features[..., 1 + n:, :].flatten(-2)], dim=-1)
+
+
 def _prompts(model, n):
     ids = [encode_example(model.tokenizer, build_prompt({"age": 50}), None, model.image_tokens_per_study)[0]
            for _ in range(n)]
@@ -57,7 +63,7 @@ def test_a_missing_view_is_masked_not_encoded(model):
     assert torch.equal(feats.isnan(), short.isnan()) and torch.equal(feats[0, 0], short[0, 0])
     with torch.no_grad():
         tokens = model.project_visual_tokens(feats)
-        frontal_logits = model.detection_head(feats[0, 0, 0])
+        frontal_logits = model.detection_head(_head_input(model, feats[0, 0]))
     n = model.num_image_tokens
     assert torch.equal(tokens[0, n:], model.projector.missing_view.expand(n, -1))
     assert torch.allclose(model.detect(feats)[0], frontal_logits)   # only the present view counts
@@ -68,7 +74,7 @@ def test_detection_averages_the_views_present(model):
     images = torch.rand(1, 2, 1, 32, 32)
     with torch.no_grad():
         feats = model.encode_images(images)
-        per_view = model.detection_head(feats[0, :, 0])
+        per_view = model.detection_head(_head_input(model, feats[0]))
         assert torch.allclose(model.detect(feats)[0], per_view.mean(0), atol=1e-6)
 
 
@@ -79,6 +85,25 @@ def test_detection_averages_the_views_present(model):
 def test_bad_view_slots_are_clear_errors(model, images, message):
     with pytest.raises(ModelInputError, match=message):
         model.encode_images(images)
+
+
+def test_the_head_reads_the_last_layers_cls_and_the_projector_only_the_patches(model, tiny_tokenizer):
+    torch.manual_seed(4)
+    feats = model.encode_images(torch.rand(2, 2, 1, 32, 32))
+    n = model.num_image_tokens
+    assert feats.shape[2] == 1 + n + 1 and model.detection_head.in_features == 2 * 32
+    earlier = feats.clone()
+    earlier[:, :, 1 + n:] += 1.0                               # only the first layer's CLS changes
+    with torch.no_grad():
+        assert not torch.allclose(model.detect(earlier), model.detect(feats))
+        assert torch.equal(model.project_visual_tokens(earlier), model.project_visual_tokens(feats))
+    ids, mask = _prompts(model, 2)
+    with pytest.raises(ModelInputError, match="tokens per view"):     # features of another layout
+        model(vision_features=feats[:, :, :-1], input_ids=ids, attention_mask=mask)
+    cfg = tiny_dinov2_config()
+    cfg.vision.detect_layers = 3                                # the encoder has 2 layers
+    with pytest.raises(ModelInputError, match="detect_layers must be between 1 and the encoder's 2 layers"):
+        RadiologyMultimodalModel(cfg, tiny_tokenizer)
 
 
 def test_a_partly_nan_image_is_an_error_not_a_missing_view(model):
@@ -111,8 +136,11 @@ def test_pixels_are_normalised_inside_the_model_with_imagenet_statistics(model):
     grey = torch.rand(2, 1, 32, 32)
     rgb = (grey.expand(-1, 3, -1, -1) - model.pixel_mean) / model.pixel_std
     with torch.no_grad():
-        expected = model.pool_hidden(model.encoder(pixel_values=rgb).last_hidden_state)
-        assert torch.allclose(model.encode_views(grey), expected)
+        out = model.encoder(pixel_values=rgb, output_hidden_states=True)
+        # CLS + pooled patches of the last layer, then the first layer's CLS through the same final LayerNorm
+        expected = torch.cat([model.pool_hidden(out.last_hidden_state),
+                              model.encoder.layernorm(out.hidden_states[1][:, :1])], dim=1)
+        assert model.detect_layers == 2 and torch.allclose(model.encode_views(grey), expected)
 
 
 def test_save_and_load_keep_the_views_the_encoder_and_its_statistics(model, tmp_path):
@@ -134,7 +162,7 @@ def test_findings_reach_the_lm_without_training_the_head_through_it(tiny_tokeniz
     model = RadiologyMultimodalModel(cfg, tiny_tokenizer).eval()
     images = torch.rand(2, 2, 1, 32, 32)
     feats = model.encode_images(images)
-    plain = model.projector(feats[:, :, 1:]).flatten(1, 2)
+    plain = model.projector(feats[:, :, 1:1 + model.num_image_tokens]).flatten(1, 2)
     assert torch.equal(model.project_visual_tokens(feats), plain)          # zero-initialised: the plain projector
     with torch.no_grad():
         model.projector.findings.weight.normal_()
