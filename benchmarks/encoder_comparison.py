@@ -1,6 +1,6 @@
 """From-scratch ViT vs pretrained DINOv2 (frozen), side by side: detection-head AUROC (prints figures; asserts nothing).
 
-    .venv/bin/python benchmarks/encoder_comparison.py [--split val|test] [--config configs/demo.yaml]
+    .venv/bin/python benchmarks/encoder_comparison.py [--split val|test] [--config configs/demo_dinov2.yaml]
                                                       [--scratch-epochs 8] [--head-epochs 40] [--threads 2]
 
 Every encoder gets the same split, seed, studies and detection-head training (stage 0 of the trainer: the encoder
@@ -9,7 +9,9 @@ AUROC per label on the chosen split's studies, for every label with at least --m
 their macro mean. Encoders:
     scratch-vit        the from-scratch ViT (the former demo encoder: 128 px, patch 16, d_v 128, 4 layers), one view
     dinov2-frontal     the config's pretrained DINOv2, frozen, one view (frontal; lateral when there is none)
-    dinov2-2views      the same over frontal + lateral slots (the demo default): what the second view buys
+    dinov2-2views-last-cls  the same over frontal + lateral slots, the head on the last layer's CLS only
+    dinov2-2views      the same over frontal + lateral slots, the head on the last 4 layers' CLS (the demo default):
+                       what the second view and the earlier layers buy
 DINOv2 features come from the on-disk feature cache (`train.feature_cache`), so a warm cache makes them free.
 Choose settings on --split val; report --split test only once, after the choices are made.
 """
@@ -34,7 +36,8 @@ from model_core.training.trainer import seed_everything, study_probabilities, tr
 
 SCRATCH_VIT = {"pretrained": None, "architecture": "vit", "freeze": False, "views": 1, "image_size": 128,
                "patch_size": 16, "hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256,
-               "num_channels": 1, "pool_tokens": 16, "pixel_mean": None, "pixel_std": None}
+               "num_channels": 1, "pool_tokens": 16, "pixel_mean": None, "pixel_std": None,
+               "detect_layers": 1}
 
 
 def encoder_configs(cfg) -> dict:
@@ -46,8 +49,10 @@ def encoder_configs(cfg) -> dict:
     one_view.vision.views = 1
     two_views = copy.deepcopy(cfg.model)
     two_views.vision.views = 2
+    last_cls = copy.deepcopy(two_views)
+    last_cls.vision.detect_layers = 1
     return {"scratch-vit": (scratch, "scratch"), "dinov2-frontal": (one_view, "head"),
-            "dinov2-2views": (two_views, "head")}
+            "dinov2-2views-last-cls": (last_cls, "head"), "dinov2-2views": (two_views, "head")}
 
 
 def auroc_table(logits: np.ndarray, targets: np.ndarray, min_positives: int) -> dict[str, float]:
@@ -61,7 +66,7 @@ def auroc_table(logits: np.ndarray, targets: np.ndarray, min_positives: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "demo.yaml"))
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "demo_dinov2.yaml"))
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--scratch-epochs", type=int, default=8, help="stage 0 epochs of the from-scratch ViT")
     parser.add_argument("--head-epochs", type=int, default=None,
@@ -102,13 +107,13 @@ def main() -> None:
     names = list(rows)
     print(f"\nDetection-head AUROC on the {args.split} split ({len(targets)} studies; labels with ≥ "
           f"{args.min_positives} positives), seed {cfg.train.seed}, {args.threads} threads")
-    print(f"{'label':<28}{'positives':>10}" + "".join(f"{n:>16}" for n in names))
+    print(f"{'label':<28}{'positives':>10}" + "".join(f"{n:>24}" for n in names))
     for k, label in enumerate(CHEXPERT_LABELS):
         if label in labels:
             positives = int(targets[:, k].sum())
-            print(f"{label:<28}{positives:>10}" + "".join(f"{rows[n].get(label, float('nan')):>16.3f}" for n in names))
-    print(f"{'macro':<28}{'':>10}" + "".join(f"{np.mean(list(rows[n].values())):>16.3f}" for n in names))
-    print(f"{'seconds':<28}{'':>10}" + "".join(f"{seconds[n]:>16.0f}" for n in names))
+            print(f"{label:<28}{positives:>10}" + "".join(f"{rows[n].get(label, float('nan')):>24.3f}" for n in names))
+    print(f"{'macro':<28}{'':>10}" + "".join(f"{np.mean(list(rows[n].values())):>24.3f}" for n in names))
+    print(f"{'seconds':<28}{'':>10}" + "".join(f"{seconds[n]:>24.0f}" for n in names))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 Where: the normalised input of the encoder's LAST block (ViT `layernorm_before`, DINOv2 `norm1`), Grad-CAM's
 target layer for ViTs (pytorch-grad-cam's recipe: `blocks[-1].norm1`). The detection head reads only the CLS
 token, the last block's patch outputs never reach it, and in that block CLS reads the patch tokens only through this
-map (its keys and values): the ViT counterpart of a CNN's last convolutional map.
+map (its keys and values): the ViT counterpart of a CNN's last convolutional map. With `vision.detect_layers` > 1
+the head also reads earlier layers' CLS tokens; those do not pass through this map, so the heatmap shows the
+evidence of the last layer's share of the logit (the probability is the whole head's).
 What: per patch token t, ‖∂logit/∂A_t‖₂, the gradient's magnitude over the channels, min-max scaled per image.
 Why not Grad-CAM's ReLU(Σ_c α_c A_c) (α_c = mean over patches of ∂logit/∂A_c, Selvaraju et al. 2017): through
 LayerNorm the sign of that linearisation is unreliable. Measured on the smoke model of tests/model_core/modeling/
