@@ -33,6 +33,18 @@ class RolloutArms:
             return self.challenger
         return self.model
 
+    def rollout_state(self) -> str:
+        """What /readyz says of the rollout: the served model alone, or the A/B challenger and shadow with their
+        versions and shares (no study identifiers)."""
+        parts = []
+        if self.challenger is not None:
+            parts.append(f"A/B: challenger {self.challenger.version} answers {self.ab_share:.0%} of studies")
+        if self.shadow is not None:
+            stats = self.shadow.stats
+            parts.append(f"shadow: {self.shadow.model.version} mirrors {self.shadow.share:.0%} of studies "
+                         f"({stats.written} drafted, {stats.dropped} dropped, {stats.failed} failed)")
+        return "; ".join(parts) or "served model only"
+
     async def start_ab(self, challenger: LoadedModel, share: float, salt: str) -> None:
         """Route `share` of studies (sticky: hash of study UID and salt) to the challenger; logged as role
         challenger. Audited."""

@@ -223,3 +223,6 @@ class ReadyResponse(BaseModel):
     store: str = Field(default="ok", description=(
         "'ok', or 'failing …': the report store failed a read, a write or its quick_check; new reports are refused "
         "(503) before inference, and the service is not ready until a re-check passes"))
+    rollout: str = Field(default="served model only", description=(
+        "'served model only', or the A/B challenger's and the shadow model's versions and shares (the service "
+        "stays ready either way)"))

@@ -232,7 +232,8 @@ class ReportService(RolloutArms):
                              model="loaded" if model_ok else "not loaded", store=store_state,
                              model_version=self.model.version if self.model else None,
                              backend=self.model.backend.name if self.model else None, pacs=pacs_state,
-                             automated_reports=paused, prediction_log=log_state, audit=audit_state)
+                             automated_reports=paused, prediction_log=log_state, audit=audit_state,
+                             rollout=self.rollout_state())
 
     # ------------------------------------------------------------------ writing reports
 

@@ -242,7 +242,7 @@ def test_tiny_model_end_to_end_with_torch_backend(tmp_path, tiny_model_dir):
         assert c.get("/readyz").json() == {"ready": True, "model": "loaded", "model_version": "test",
                                            "backend": "torch", "pacs": "reachable", "automated_reports": "active",
                                            "prediction_log": "ok (0 record(s) written by this process)",
-                                           "audit": "ok", "store": "ok"}
+                                           "audit": "ok", "store": "ok", "rollout": "served model only"}
         r = c.post(f"/api/v1/studies/{STUDY}/report", json=body(), headers=W)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "test"

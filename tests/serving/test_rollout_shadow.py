@@ -77,7 +77,11 @@ def test_shadow_drafts_are_logged_as_shadow_on_the_same_studies(tmp_path):
         c.portal.call(service.start_shadow, other, 1.0, "shadow-1")
         responses = _post_all(c)
         assert service.shadow.flush() and service.writer.flush()
+        ready = c.get("/readyz").json()
+        assert ready["ready"] and ready["rollout"] == ("shadow: fake-8 mirrors 100% of studies "
+                                                       f"({len(STUDIES)} drafted, 0 dropped, 0 failed)")
         c.portal.call(service.stop_shadow)
+        assert c.get("/readyz").json()["rollout"] == "served model only"
     assert all(r["impression"] == "Small right pneumothorax." for r in responses)   # the champion answered
     log = PredictionLog(str(tmp_path / "predictions.sqlite3"))
     shadow = log.predictions(role="shadow")
@@ -96,6 +100,7 @@ def test_ab_routing_is_sticky_and_logged_per_arm(tmp_path):
         service = c.app.state.service
         challenger = dataclasses.replace(fake_model(EmbeddingBackend()), version="fake-8")
         c.portal.call(service.start_ab, challenger, 0.5, "exp-1")
+        assert c.get("/readyz").json()["rollout"] == "A/B: challenger fake-8 answers 50% of studies"
         first = _post_all(c)
         again = _post_all(c)
         assert service.writer.flush()
