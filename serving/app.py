@@ -46,7 +46,7 @@ from serving.http_errors import install_error_handlers
 from serving.ingest import PacsClient
 from serving.logs import RedactUidFilter, configure_logging
 from serving.middleware import ServiceMiddleware
-from serving.model_swap import follow_alias
+from serving.model_swap import follow_alias, follow_arms
 from serving.report_text import render_text
 from serving.routes import admin, feedback, health, heatmaps, reports, reports_read
 from serving.schemas import UploadOptions
@@ -65,7 +65,7 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
                config: ServingConfig | None = None, monitoring: MonitoringConfig | None = None,
                prediction_log: str | None = None, allow_ungated_model: bool = False,
                gate_record: str | os.PathLike | None = None, alias_poll_s: float | None = None,
-               **config_overrides) -> FastAPI:
+               rollout: RolloutConfig | None = None, **config_overrides) -> FastAPI:
     """The FastAPI app. The model is loaded when the app starts (lifespan), not here.
 
     model_source: a model directory or `models:/NAME@ALIAS`; `model` injects an already loaded model instead
@@ -86,7 +86,9 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     <model_dir>/gate/), and the development-only switch to serve a model without a passing one (logged; see
     serving.backends.loading). A registry version brings its run's decision.
     alias_poll_s: follow a `models:/NAME@ALIAS` source, looking every alias_poll_s seconds; a move is hot-swapped
-    in (serving.model_swap; `rrg serve` passes rollout.watch_poll_s). None: the loaded model is kept.
+    in (serving.model_swap; `rrg serve` passes rollout.watch_poll_s). None: the loaded model is kept. A
+    `models:/NAME@champion` source also follows NAME's `shadow` and `ab` aliases (serving.model_swap.follow_arms),
+    with rollout's shadow_share, ab_share and ab_salt (default RolloutConfig()).
     """
     if model is None and model_source is None:
         raise ValueError("create_app needs a model_source (model directory or models:/NAME@ALIAS) or a model")
@@ -117,17 +119,21 @@ def create_app(model_source: str | os.PathLike | None = None, pacs_client: Any =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.start()
-        watcher = None
+        watcher = arms = None
         if alias_poll_s is not None and model_source is not None:
             # `models:/NAME@ALIAS`: follow the alias (a promotion or rollback is hot-swapped in, the old model
             # drained; serving.model_swap); None for a fixed source (a directory, NAME/VERSION)
             watcher = await follow_alias(str(model_source), load_version, service.swap_model, service.model.version,
                                          alias_poll_s)
+            plan = rollout or RolloutConfig()
+            arms = await follow_arms(str(model_source), load_version, service, plan.shadow_share, plan.ab_share,
+                                     plan.ab_salt, alias_poll_s)
         try:
             yield
         finally:
-            if watcher is not None:
-                await watcher.stop()
+            for follower in (arms, watcher):
+                if follower is not None:
+                    await follower.stop()
             await service.stop()
 
     app = FastAPI(
@@ -201,7 +207,8 @@ def serve(model_source: str | os.PathLike, config: ServingConfig | None = None, 
                                   gate_record=gate_record)
     app = create_app(model_source, pacs_client=pacs, tokens=tokens, model=model, report_store=store_path,
                      allow_anonymous=allow_anonymous, config=config, monitoring=monitoring, prediction_log=log_url,
-                     allow_ungated_model=allow_ungated_model, alias_poll_s=(rollout or RolloutConfig()).watch_poll_s)
+                     allow_ungated_model=allow_ungated_model, alias_poll_s=(rollout or RolloutConfig()).watch_poll_s,
+                     rollout=rollout)
     # access_log=False: uvicorn's access log prints URL paths, which hold study ids; ServiceMiddleware logs
     # the route template instead.
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False, workers=1)

@@ -13,6 +13,10 @@ the old model is released (its backend closed when it has `close()`) only when i
 `drain_timeout_s` with a warning (the requests still hold their reference, so they finish either way).
 Loading happens in a worker thread; a version that fails to load is logged and retried at the next poll, and
 the served model stays as it was (the service never serves nothing because the registry moved).
+
+The rollout arms follow the registry too (`follow_arms`, for a `models:/NAME@champion` source): the version that
+holds NAME's `shadow` alias is mirrored off the response path, the one that holds `ab` answers the A/B share, and
+an alias that goes away stops its arm (`rrg rollout shadow|ab|withdraw|promote` move them).
 """
 
 from __future__ import annotations
@@ -80,23 +84,23 @@ def mlflow_alias_resolver(uri: str) -> Callable[[], str]:
     return resolve
 
 
-class AliasWatcher:
-    """Polls `resolve()` every `poll_s`; when the version changes, `load(version)` runs in a worker thread and
-    `swap(new_model)` (the service's) puts it in service. Failures keep the current model, logged, retried."""
+class _Poller:
+    """A background task that calls `check()` every `poll_s` seconds until `stop()`."""
 
-    def __init__(self, resolve: Callable[[], str], load: Callable[[str], Any],
-                 swap: Callable[[Any], Awaitable[None]], poll_s: float):
+    task_name = "rrg-poller"
+
+    def __init__(self, poll_s: float):
         if poll_s <= 0:
             raise ValueError(f"poll_s must be > 0, got {poll_s}")
-        self.resolve, self.load, self.swap, self.poll_s = resolve, load, swap, poll_s
-        self.version: str | None = None
-        self.swaps = 0
+        self.poll_s = poll_s
         self.last_error: str | None = None
         self._task: asyncio.Task | None = None
 
-    async def start(self, current_version: str | None = None) -> None:
-        self.version = current_version
-        self._task = asyncio.create_task(self._run(), name="rrg-alias-watcher")
+    async def check(self):
+        raise NotImplementedError
+
+    def _start_task(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -106,6 +110,29 @@ class AliasWatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            await self.check()
+
+
+class AliasWatcher(_Poller):
+    """Polls `resolve()` every `poll_s`; when the version changes, `load(version)` runs in a worker thread and
+    `swap(new_model)` (the service's) puts it in service. Failures keep the current model, logged, retried."""
+
+    task_name = "rrg-alias-watcher"
+
+    def __init__(self, resolve: Callable[[], str], load: Callable[[str], Any],
+                 swap: Callable[[Any], Awaitable[None]], poll_s: float):
+        super().__init__(poll_s)
+        self.resolve, self.load, self.swap = resolve, load, swap
+        self.version: str | None = None
+        self.swaps = 0
+
+    async def start(self, current_version: str | None = None) -> None:
+        self.version = current_version
+        self._start_task()
 
     async def check(self) -> bool:
         """One poll: True when a new version was loaded and swapped in."""
@@ -129,11 +156,6 @@ class AliasWatcher:
         self.swaps += 1
         return True
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_s)
-            await self.check()
-
 
 async def follow_alias(source: str, load: Callable[[str], Any], swap: Callable[[Any], Awaitable[None]],
                        current_version: str, poll_s: float) -> AliasWatcher | None:
@@ -147,3 +169,93 @@ async def follow_alias(source: str, load: Callable[[str], Any], swap: Callable[[
                            swap, poll_s)
     await watcher.start(current_version=str(current_version).rsplit("/", 1)[-1])
     return watcher
+
+
+# --------------------------------------------------------------------------- the rollout arms follow the registry
+
+SHADOW, AB = "shadow", "ab"          # the registry's rollout aliases (registry.models; serving does not import it)
+
+
+def mlflow_aliases(name: str) -> Callable[[], dict[str, str]]:
+    """{alias: version} of registered model `name` in the MLflow registry at $MLFLOW_TRACKING_URI (one call)."""
+    import mlflow  # lazy, as above
+
+    def aliases() -> dict[str, str]:
+        held = mlflow.MlflowClient().get_registered_model(name).aliases
+        return {alias: str(version) for alias, version in held.items()}
+
+    return aliases
+
+
+class ArmsFollower(_Poller):
+    """Serving follows the rollout: polls the registry's `shadow` and `ab` aliases of the served name; a version
+    that takes one is loaded in a worker thread (its signed gate decision verified, as for any served version)
+    and started as the shadow mirror (`start_shadow`) or the A/B challenger (`start_ab`) with the rollout config's
+    share and salt; an alias that goes away stops its arm. A version that fails to load, or a registry outage,
+    leaves the arms as they are (logged, retried at the next poll): the served model is never affected.
+
+    arms: the service (`serving.rollout_arms.RolloutArms`: start_shadow, stop_shadow, start_ab, stop_ab)."""
+
+    task_name = "rrg-rollout-arms"
+
+    def __init__(self, aliases: Callable[[], dict[str, str]], load: Callable[[str], Any], arms: Any,
+                 shadow_share: float, ab_share: float, salt: str, poll_s: float):
+        super().__init__(poll_s)
+        self.aliases, self.load, self.arms = aliases, load, arms
+        self.plan = {SHADOW: (arms.start_shadow, arms.stop_shadow, shadow_share),
+                     AB: (arms.start_ab, arms.stop_ab, ab_share)}
+        self.salt = salt
+        self.versions: dict[str, str | None] = {SHADOW: None, AB: None}
+
+    async def start(self) -> None:
+        await self.check()                   # the arms the registry holds now, before the first poll interval
+        self._start_task()
+
+    async def check(self) -> list[str]:
+        """One poll: the changes made, e.g. ["shadow 8 started", "ab stopped"]."""
+        try:
+            held = await asyncio.to_thread(self.aliases)
+        except Exception as exc:  # noqa: BLE001 — a registry outage must not touch serving; logged, retried
+            self.last_error = f"registry unreachable ({type(exc).__name__})"
+            log.warning("rollout follower: %s; keeping the rollout arms as they are", self.last_error)
+            return []
+        changes = []
+        for alias, (start, stop, share) in self.plan.items():
+            wanted = held.get(alias)
+            if wanted == self.versions[alias]:
+                continue
+            if wanted is None:
+                await stop()
+                self.versions[alias] = None
+                changes.append(f"{alias} stopped")
+                continue
+            try:
+                model = await asyncio.to_thread(self.load, wanted)
+            except Exception as exc:  # noqa: BLE001 — a version that cannot load starts no arm; retried
+                self.last_error = f"{alias} version {wanted} failed to load ({type(exc).__name__}: {exc})"
+                log.error("rollout follower: %s; the %s arm stays as it was", self.last_error, alias)
+                continue
+            await start(model, share, self.salt)
+            self.versions[alias] = wanted
+            changes.append(f"{alias} {wanted} started")
+            log.info("rollout follower: version %s is now the %s arm", wanted, alias)
+        if changes:
+            self.last_error = None
+        return changes
+
+
+async def follow_arms(source: str, load: Callable[[str], Any], arms: Any, shadow_share: float, ab_share: float,
+                      salt: str, poll_s: float, aliases: Callable[[], dict[str, str]] | None = None
+                      ) -> ArmsFollower | None:
+    """Start following the `shadow` / `ab` aliases when `source` is `models:/NAME@champion` (None otherwise:
+    a directory, a pinned version or another alias has no rollout arms). load(uri) gets `models:/NAME/N`."""
+    try:
+        name, alias = registry_alias(str(source))
+    except ValueError:
+        return None
+    if alias != "champion":
+        return None
+    follower = ArmsFollower(aliases or mlflow_aliases(name), lambda version: load(f"models:/{name}/{version}"),
+                            arms, shadow_share, ab_share, salt, poll_s)
+    await follower.start()
+    return follower

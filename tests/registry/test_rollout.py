@@ -12,6 +12,7 @@ from model_core.config import RolloutConfig
 from model_core.evaluation.gate_record import RECORD_DIR, write_gate_record
 from model_core.signing import load_signer
 from registry import models, rollout, tracking
+from serving.model_swap import mlflow_aliases
 
 CFG = RolloutConfig(watch_window_hours=1.0, n_boot=200)
 
@@ -61,7 +62,7 @@ def _actions(uri: str, name: str, version: str) -> list[str]:
     return [a["action"] for a in sorted(hist[version]["audit"], key=lambda a: a["at"])]
 
 
-def test_a_passing_version_waits_as_challenger_and_moves_only_in_order(mlflow_uri, tmp_path):
+def test_a_passing_version_waits_as_challenger_and_moves_only_in_order(mlflow_uri, tmp_path, monkeypatch):
     name = "rollout-stages"
     first = _version(mlflow_uri, tmp_path, name, "v1")
     assert first["status"] == "champion"                       # nothing to compare with: first champion
@@ -78,6 +79,8 @@ def test_a_passing_version_waits_as_challenger_and_moves_only_in_order(mlflow_ur
         rollout.promote(mlflow_uri, name, v2, {"decision": "keep champion", "reasons": ["p = 0.2"]}, CFG, "try")
     state = rollout.status(mlflow_uri, name)
     assert state["aliases"] == {"ab": v2, "champion": first["version"]}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    assert mlflow_aliases(name)() == state["aliases"]           # what serving's rollout-arms follower reads
     assert models.reconcile_aliases(mlflow_uri, name) == []     # every move explained by its audit entry
     out = rollout.promote(mlflow_uri, name, v2, {"decision": "promote", "reasons": ["rating up, p = 0.001"]},
                           CFG, "A/B done", now=1000.0)

@@ -1,9 +1,10 @@
 """Shadow mode and A/B routing in the service: a failing or slow shadow never changes a response, shadow drafts
-reach the prediction log with role shadow on the same studies (paired comparison), and A/B routing is sticky
-and logged per arm."""
+reach the prediction log with role shadow on the same studies (paired comparison), A/B routing is sticky
+and logged per arm, and the arms follow the registry's shadow / ab aliases."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from fastapi.testclient import TestClient
@@ -15,6 +16,7 @@ from model_core.evaluation.comparison import ab_arm
 from model_core.prediction_log import PredictionLog
 from monitoring.ab import analyze_shadow
 from serving.app import create_app
+from serving.model_swap import follow_arms
 
 STUDIES = [f"1.2.840.113619.2.55.3.{i}" for i in range(24)]
 OTHER_TEXT = "FINDINGS: Heart size is normal. Lungs are clear. IMPRESSION: No acute disease."
@@ -109,3 +111,51 @@ def test_ab_routing_is_sticky_and_logged_per_arm(tmp_path):
     assert set(expected) == {"fake-7", "fake-8"}
     records = PredictionLog(str(tmp_path / "predictions.sqlite3")).predictions()
     assert {(r.model_version, r.role) for r in records} == {("fake-7", "champion"), ("fake-8", "challenger")}
+
+
+def test_the_arms_follow_the_registrys_shadow_and_ab_aliases(tmp_path):
+    held: dict[str, str] = {}                       # NAME's aliases in the registry, as the follower reads them
+    loaded = []
+
+    def load(uri):
+        loaded.append(uri)
+        if uri.endswith("/9"):
+            raise OSError("download interrupted")
+        return dataclasses.replace(fake_model(EmbeddingBackend()), version=uri.rsplit("/", 1)[-1])
+
+    with TestClient(_app(tmp_path)) as c:
+        service = c.app.state.service
+        follower = c.portal.call(follow_arms, "models:/rrg@champion", load, service, 1.0, 0.5, "exp-1", 3600.0,
+                                 lambda: dict(held))
+        assert service.shadow is None and service.challenger is None
+        held["shadow"] = "8"                                        # rrg rollout shadow
+        assert c.portal.call(follower.check) == ["shadow 8 started"]
+        assert c.get("/readyz").json()["rollout"].startswith("shadow: 8 mirrors 100% of studies")
+        assert c.portal.call(follower.check) == []                 # unchanged: nothing loaded again
+        del held["shadow"]
+        held["ab"] = "8"                                            # rrg rollout ab: shadow → ab
+        assert c.portal.call(follower.check) == ["shadow stopped", "ab 8 started"]
+        assert c.get("/readyz").json()["rollout"] == "A/B: challenger 8 answers 50% of studies"
+        assert {r["model_version"] for r in _post_all(c)} == {"fake-7", "8"}
+        held["ab"] = "9"                                            # a version that cannot load
+        assert c.portal.call(follower.check) == [] and "ab version 9 failed to load" in follower.last_error
+        assert service.challenger.version == "8"                   # the running arm stays
+        del held["ab"]                                              # promoted or withdrawn
+        assert c.portal.call(follower.check) == ["ab stopped"]
+        assert service.challenger is None and c.get("/readyz").json()["rollout"] == "served model only"
+
+        def down():
+            raise ConnectionError("registry down")
+
+        follower.aliases = down
+        assert c.portal.call(follower.check) == [] and "registry unreachable" in follower.last_error
+        c.portal.call(follower.stop)
+    assert loaded == ["models:/rrg/8", "models:/rrg/8", "models:/rrg/9"]
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert all(event in audit for event in ("rollout.shadow.start", "rollout.shadow.stop", "rollout.ab.start",
+                                            "rollout.ab.stop"))
+
+
+def test_only_a_champion_source_has_rollout_arms(tmp_path):
+    for source in ("models:/rrg@ab", "models:/rrg/3", str(tmp_path)):
+        assert asyncio.run(follow_arms(source, str, object(), 1.0, 0.1, "s", 1.0, dict)) is None

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_api import STUDY, TOKENS, FakePacs, W, body, fake_decode_dicom, fake_model
 
+from model_core.config import RolloutConfig
 from model_core.prediction_log import PredictionLog
 from serving.app import create_app
 from serving.backends import load_model
@@ -121,7 +122,8 @@ def test_following_a_fixed_source_starts_no_watcher():
 
 def test_the_app_follows_a_registry_alias_and_stops_following_at_shutdown(tmp_path, tiny_model_dir, monkeypatch):
     """create_app(alias_poll_s=…) (what `rrg serve` passes for a models:/NAME@ALIAS source) starts the alias watcher
-    with the served version and stops it at shutdown; a directory source is not followed."""
+    with the served version and the rollout-arms follower with the rollout config's shares and salt, and stops
+    both at shutdown; a directory source is not followed."""
     import serving.app
 
     v1, _ = _versions(tiny_model_dir)
@@ -135,10 +137,18 @@ def test_the_app_follows_a_registry_alias_and_stops_following_at_shutdown(tmp_pa
         calls.append((source, current_version, poll_s))
         return Watcher() if source.startswith("models:/") and "@" in source else None
 
+    async def fake_arms(source, load, arms, shadow_share, ab_share, salt, poll_s):
+        calls.append(("arms", source, shadow_share, ab_share, salt, poll_s))
+        return Watcher() if source.endswith("@champion") else None
+
     monkeypatch.setattr(serving.app, "follow_alias", fake_follow)
+    monkeypatch.setattr(serving.app, "follow_arms", fake_arms)
+    rollout = RolloutConfig(shadow_share=0.5, ab_share=0.2, ab_salt="exp-2")
     for source in ("models:/tiny@champion", str(tiny_model_dir)):
         app = create_app(source, model=v1, pacs_client=FakePacs(), tokens=TOKENS, decode_dicom=fake_decode_dicom,
-                         audit_log=tmp_path / "audit.jsonl", alias_poll_s=0.5)
+                         audit_log=tmp_path / "audit.jsonl", alias_poll_s=0.5, rollout=rollout)
         with TestClient(app):
             pass
-    assert calls == [("models:/tiny@champion", "tiny/1", 0.5), "stopped", (str(tiny_model_dir), "tiny/1", 0.5)]
+    assert calls == [("models:/tiny@champion", "tiny/1", 0.5),
+                     ("arms", "models:/tiny@champion", 0.5, 0.2, "exp-2", 0.5), "stopped", "stopped",
+                     (str(tiny_model_dir), "tiny/1", 0.5), ("arms", str(tiny_model_dir), 0.5, 0.2, "exp-2", 0.5)]
