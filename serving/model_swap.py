@@ -235,6 +235,8 @@ class ArmsFollower(_Poller):
                 self.last_error = f"{alias} version {wanted} failed to load ({type(exc).__name__}: {exc})"
                 log.error("rollout follower: %s; the %s arm stays as it was", self.last_error, alias)
                 continue
+            if self.versions[alias] is not None:
+                await stop()                 # another version held the alias: drain and release it first
             await start(model, share, self.salt)
             self.versions[alias] = wanted
             changes.append(f"{alias} {wanted} started")

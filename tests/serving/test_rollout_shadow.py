@@ -140,6 +140,8 @@ def test_the_arms_follow_the_registrys_shadow_and_ab_aliases(tmp_path):
         held["ab"] = "9"                                            # a version that cannot load
         assert c.portal.call(follower.check) == [] and "ab version 9 failed to load" in follower.last_error
         assert service.challenger.version == "8"                   # the running arm stays
+        held["ab"] = "10"                                           # another version takes the alias
+        assert c.portal.call(follower.check) == ["ab 10 started"] and service.challenger.version == "10"
         del held["ab"]                                              # promoted or withdrawn
         assert c.portal.call(follower.check) == ["ab stopped"]
         assert service.challenger is None and c.get("/readyz").json()["rollout"] == "served model only"
@@ -150,10 +152,11 @@ def test_the_arms_follow_the_registrys_shadow_and_ab_aliases(tmp_path):
         follower.aliases = down
         assert c.portal.call(follower.check) == [] and "registry unreachable" in follower.last_error
         c.portal.call(follower.stop)
-    assert loaded == ["models:/rrg/8", "models:/rrg/8", "models:/rrg/9"]
+    assert loaded == ["models:/rrg/8", "models:/rrg/8", "models:/rrg/9", "models:/rrg/10"]
     audit = (tmp_path / "audit.jsonl").read_text()
     assert all(event in audit for event in ("rollout.shadow.start", "rollout.shadow.stop", "rollout.ab.start",
                                             "rollout.ab.stop"))
+    assert audit.count("rollout.ab.stop") == 2                      # version 8 released before 10, then 10
 
 
 def test_only_a_champion_source_has_rollout_arms(tmp_path):
