@@ -201,7 +201,7 @@ class ArmsFollower(_Poller):
     def __init__(self, aliases: Callable[[], dict[str, str]], load: Callable[[str], Any], arms: Any,
                  shadow_share: float, ab_share: float, salt: str, poll_s: float):
         super().__init__(poll_s)
-        self.aliases, self.load, self.arms = aliases, load, arms
+        self.aliases, self.load = aliases, load
         self.plan = {SHADOW: (arms.start_shadow, arms.stop_shadow, shadow_share),
                      AB: (arms.start_ab, arms.stop_ab, ab_share)}
         self.salt = salt
@@ -235,9 +235,7 @@ class ArmsFollower(_Poller):
                 self.last_error = f"{alias} version {wanted} failed to load ({type(exc).__name__}: {exc})"
                 log.error("rollout follower: %s; the %s arm stays as it was", self.last_error, alias)
                 continue
-            if self.versions[alias] is not None:
-                await stop()                 # another version held the alias: drain and release it first
-            await start(model, share, self.salt)
+            await start(model, share, self.salt)   # releases the arm's previous version first
             self.versions[alias] = wanted
             changes.append(f"{alias} {wanted} started")
             log.info("rollout follower: version %s is now the %s arm", wanted, alias)

@@ -47,7 +47,9 @@ class RolloutArms:
 
     async def start_ab(self, challenger: LoadedModel, share: float, salt: str) -> None:
         """Route `share` of studies (sticky: hash of study UID and salt) to the challenger; logged as role
-        challenger. Audited."""
+        challenger. A running challenger is drained and released first (as `start_shadow` stops a running shadow).
+        Audited."""
+        await self.stop_ab()
         base = await asyncio.to_thread(model_identity, challenger)
         self.identities[id(challenger)] = ModelIdentity(base.name, base.version, "challenger")
         self.ab_share, self.ab_salt, self.challenger = share, salt, challenger

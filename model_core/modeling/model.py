@@ -291,7 +291,7 @@ class RadiologyMultimodalModel(nn.Module):
 
     def check_features(self, vision_features: torch.Tensor) -> None:
         """Features of another layout (another pooling or detect_layers, e.g. a stale cache) are a clear error."""
-        per_view = 1 + self.num_image_tokens + self.detect_layers - 1     # CLS, the patches, the earlier layers' CLS
+        per_view = self.num_image_tokens + self.detect_layers     # the last layer's CLS, the patches, earlier CLS
         if vision_features.dim() != 4 or vision_features.shape[2:] != (per_view, self.detection_head.in_features
                                                                        // self.detect_layers):
             raise ModelInputError(f"vision features must be (B, V, {per_view} tokens per view, d_v); got shape "
